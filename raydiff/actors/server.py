@@ -1,0 +1,68 @@
+"""ParameterServer: the global vector, its version and the strategy's state. It executes; policy is the strategy's."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from ..strategies import Strategy, Update, check_update
+
+
+class ParameterServer:
+    """Applies updates in the order the orchestrator sends them (virtual-time order).
+
+    Each call returns (outcome, new vector or None). Under Ray the vector becomes one object-store
+    blob per version, handed to clients by reference without passing through the driver.
+    """
+
+    def __init__(self, x0: np.ndarray, strategy: Strategy) -> None:
+        self.x = np.array(x0, dtype=np.float32, copy=True)
+        self.version = 0
+        self.strategy = strategy
+        self.buffered_jobs: list[int] = []
+
+    def submit(self, job_id: int, client_id: int, base_version: int, num_samples: int, delta: np.ndarray,
+               base: Optional[np.ndarray] = None) -> tuple[dict[str, Any], Optional[np.ndarray]]:
+        staleness = self.version - base_version
+        out: dict[str, Any] = dict(job_id=job_id, staleness=staleness, applied_jobs=[], reason="")
+        reason = check_update(delta, self.x.size)
+        if reason is not None:
+            out.update(status="rejected", reason=reason, version=self.version)
+            return out, None
+        decision = self.strategy.receive(self.x, self.version, Update(client_id, base_version, num_samples,
+                                                                     delta, base))
+        out.update(status=decision.status, weight=decision.weight, reason=decision.reason)
+        if decision.status == "rejected":
+            out["version"] = self.version
+            return out, None
+        self.buffered_jobs.append(job_id)
+        if decision.status == "buffered":
+            out["version"] = self.version
+            return out, None
+        return self._new_version(out)
+
+    def end_round(self) -> tuple[dict[str, Any], Optional[np.ndarray]]:
+        """Close a synchronous round (FedAvg)."""
+        out: dict[str, Any] = dict(applied_jobs=[])
+        if not self.strategy.end_round(self.x):
+            out["version"] = self.version
+            return out, None
+        return self._new_version(out)
+
+    def _new_version(self, out: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+        self.version += 1
+        out.update(version=self.version, applied_jobs=self.buffered_jobs)
+        self.buffered_jobs = []
+        return out, self.x.copy()
+
+    def discard_pending(self) -> list[int]:
+        """End of run: buffered updates that never reached a version."""
+        jobs, self.buffered_jobs = self.buffered_jobs, []
+        self.strategy.discard_pending()
+        return jobs
+
+    def vector(self) -> np.ndarray:
+        return self.x.copy()
+
+    def get_version(self) -> int:
+        return self.version

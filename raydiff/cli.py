@@ -1,0 +1,56 @@
+"""``raydiff run | ...``: a thin shell over the Python API. User errors print one paragraph and exit 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import textwrap
+from typing import Sequence
+
+from .errors import RaydiffError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="raydiff", description="Federated DDPM training simulated on Ray actors.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run one scenario and write its run folder")
+    r.add_argument("scenario", help="scenario YAML file")
+    r.add_argument("--out", help="run folder (default runs/<name>-<timestamp>)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set strategy.name=fedasync (repeatable)")
+    r.add_argument("--address", help="Ray cluster address (same as --set run.address=...)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _fail(msg: str) -> int:
+    print("raydiff: error: " + textwrap.fill(" ".join(str(msg).split()), width=100,
+                                             subsequent_indent="  "), file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "run":
+            from .runner import run
+
+            overrides = list(args.overrides) + ([f"run.address={args.address}"] if args.address else [])
+            progress = not args.no_progress and os.environ.get("RAYDIFF_NO_PROGRESS") != "1"
+            result = run(args.scenario, overrides, out=args.out, progress=progress)
+            s = result.summary
+            print(f"run folder: {result.out_dir}")
+            print(json.dumps({k: s[k] for k in ("final_version", "updates_applied", "virtual_time",
+                                                "wall_seconds", "model_sha256") if k in s}, indent=1))
+            return 130 if s.get("interrupted") else 0
+    except RaydiffError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("raydiff: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,165 @@
+"""YAML -> frozen :class:`Config`, with ``a.b=value`` overrides and errors that name the key.
+
+Why hand-written rather than pydantic: the stack is fixed by the user and the schema is a handful of
+frozen dataclasses; a ~100-line converter that understands ``Literal``/``Optional``/nested
+dataclasses gives exact messages ("strategy.name: 'fedsgd' is not one of fedavg, fedasync, fedbuff").
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping, Union
+
+import yaml
+
+from .config import Config
+from .errors import ConfigError, RaydiffError
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert it (ints to floats, dicts to dataclasses)."""
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            if len(args) != len(typing.get_args(tp)):
+                return None
+            raise ConfigError(f"{key}: must not be null")
+        return _convert(value, args[0], key)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping of fields, got {value!r}")
+        return build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string; users mean a number
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {_type_name(tp)} at {key}")  # a bug, not user input
+
+
+def build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    where = f"{prefix}." if prefix else ""
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"{where}{unknown[0]}: unknown key; allowed keys{' in ' + prefix if prefix else ''}: "
+                          f"{', '.join(names)}")
+    kwargs = {k: _convert(v, hints[k], f"{where}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (['a', 'b'], value), the value parsed as YAML (so ``0.5``, ``null``, ``true`` work)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, for example strategy.name=fedasync")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: the key is empty or has an empty part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """Return a copy of ``data`` with each ``a.b=value`` set (nested mappings are created as needed)."""
+    out = _deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[:i + 1])} is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def _deepcopy(d: Any) -> Any:
+    return {k: _deepcopy(v) for k, v in d.items()} if isinstance(d, dict) else d
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a scenario file; a missing file or malformed YAML becomes a ConfigError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"scenario file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"scenario file {str(p)!r} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"scenario file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(source: "str | Path | Mapping | Config | None" = None,
+                overrides: Iterable[str] = ()) -> Config:
+    """A path, a mapping or a Config (or None for defaults) plus overrides -> a validated Config."""
+    overrides = list(overrides)
+    if isinstance(source, Config):
+        if not overrides:
+            return source
+        data = to_dict(source)
+    elif source is None:
+        data = {}
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        data = read_yaml(source)
+        if "name" not in data:
+            data["name"] = Path(source).stem
+    data = apply_overrides(data, overrides)
+    try:
+        return build(Config, data)
+    except RaydiffError:
+        raise
+    except (TypeError, ValueError) as exc:  # e.g. a dataclass refusing a combination
+        raise ConfigError(str(exc)) from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """A Config as plain nested dicts (for YAML output and for flattening into analysis columns)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

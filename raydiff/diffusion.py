@@ -1,0 +1,90 @@
+"""DDPM training and sampling in plain torch (no Ray): what a client does with its data.
+
+Every random draw comes from generators seeded by the caller, so a job's result depends on
+(base vector, data, seed) only, not on which actor or process ran it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import FlatModel
+
+
+def batch_stream(indices: np.ndarray, batch_size: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """``steps`` batches drawn epoch by epoch (a fresh permutation per pass): shape (steps, batch)."""
+    need = steps * batch_size
+    passes = math.ceil(need / len(indices))
+    stream = np.concatenate([rng.permutation(indices) for _ in range(passes)])[:need]
+    return stream.reshape(steps, batch_size)
+
+
+def steps_for(num_samples: int, batch_size: int, local_steps: int | None, local_epochs: float | None) -> int:
+    """How many optimizer steps one job takes: fixed, or enough to see the client's data ``local_epochs`` times."""
+    if local_steps is not None:
+        return local_steps
+    # round() first: 1.1 * 100 / 2 is 55.00000000000001 in floating point, and ceil would add a step
+    return max(1, math.ceil(round(float(local_epochs) * num_samples / batch_size, 9)))
+
+
+def denoising_loss(model: torch.nn.Module, scheduler, x0: torch.Tensor, t: torch.Tensor,
+                   noise: torch.Tensor) -> torch.Tensor:
+    """The DDPM epsilon-prediction loss of Ho et al. at given timesteps and noise."""
+    noisy = scheduler.add_noise(x0, noise, t)
+    return F.mse_loss(model(noisy, t).sample, noise)
+
+
+def train_local(fm: FlatModel, scheduler, images: np.ndarray, batches: np.ndarray, lr: float,
+                generator: torch.Generator) -> tuple[float, int]:
+    """Run Adam over the given index batches in place on ``fm``. Returns (mean loss, samples seen).
+
+    A fresh optimizer per job: client optimizer state does not survive between jobs, as in FedAvg.
+    """
+    model = fm.module
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    T = scheduler.config.num_train_timesteps
+    total = 0.0
+    for idx in batches:
+        x0 = torch.from_numpy(images[idx]).to(fm.device, non_blocking=True)
+        noise = torch.randn(x0.shape, generator=generator).to(fm.device)
+        t = torch.randint(0, T, (x0.shape[0],), generator=generator).to(fm.device)
+        loss = denoising_loss(model, scheduler, x0, t, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach())
+    return total / len(batches), int(batches.size)
+
+
+@torch.no_grad()
+def heldout_loss(fm: FlatModel, scheduler, images: np.ndarray, t: np.ndarray, noise: np.ndarray,
+                 batch_size: int = 256) -> float:
+    """Denoising loss on held-out images at FIXED (t, noise) pairs: comparable across versions and runs."""
+    model = fm.module
+    model.eval()
+    total, n = 0.0, len(images)
+    for s in range(0, n, batch_size):
+        x0 = torch.from_numpy(images[s:s + batch_size]).to(fm.device)
+        tt = torch.from_numpy(t[s:s + batch_size]).to(fm.device)
+        eps = torch.from_numpy(noise[s:s + batch_size]).to(fm.device)
+        total += float(denoising_loss(model, scheduler, x0, tt, eps)) * len(x0)
+    return total / n
+
+
+@torch.no_grad()
+def sample(fm: FlatModel, scheduler, n: int, seed: int, num_inference_steps: int | None = None) -> np.ndarray:
+    """Ancestral DDPM sampling; returns (n, C, H, W) float32 in [-1, 1]."""
+    model = fm.module
+    model.eval()
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=g).to(fm.device)
+    scheduler.set_timesteps(num_inference_steps or scheduler.config.num_train_timesteps)
+    for t in scheduler.timesteps:
+        eps = model(x, t.to(fm.device)).sample
+        x = scheduler.step(eps, t, x, generator=g).prev_sample
+    return x.clamp(-1, 1).float().cpu().numpy()

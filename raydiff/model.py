@@ -1,0 +1,107 @@
+"""diffusers UNet2DModel presets, the DDPM scheduler, and the one-flat-vector form of a model.
+
+Aggregation works on ONE float32 vector per model (one object-store blob, one axpy). To make the
+conversion free, :class:`FlatModel` re-points every parameter at a slice of a single flat tensor:
+loading a global vector is one ``copy_`` and reading the trained weights is one view.
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ModelConfig
+
+# Channel widths and block types per preset. "ddpm-cifar10" is Ho et al.'s 35.7M-parameter CIFAR-10
+# network as published by Google (google/ddpm-cifar10-32), attention at 16x16.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+                 down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                 up_block_types=("AttnUpBlock2D", "UpBlock2D")),
+    "small": dict(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
+                  down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D")),
+    "ddpm-cifar10": dict(block_out_channels=(128, 256, 256, 256), layers_per_block=2, norm_num_groups=32,
+                         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+                         up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")),
+}
+
+
+def build_unet(cfg: ModelConfig, image_size: int, channels: int, seed: int | None = None):
+    """A fresh UNet2DModel. With ``seed`` its initial weights are a pure function of the seed.
+
+    Module constructors draw from torch's global RNG; ``fork_rng`` confines the seeding to this
+    call, so no global state leaks out.
+    """
+    from diffusers import UNet2DModel
+
+    preset = PRESETS[cfg.preset]
+    levels = len(preset["block_out_channels"])
+    if image_size % (2 ** (levels - 1)):
+        from .errors import ConfigError
+
+        raise ConfigError(f"data.image_size={image_size} must be divisible by {2 ** (levels - 1)} for "
+                          f"model.preset={cfg.preset!r} ({levels} resolution levels)")
+    kwargs = dict(sample_size=image_size, in_channels=channels, out_channels=channels, **preset)
+    if seed is None:
+        return UNet2DModel(**kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet2DModel(**kwargs)
+
+
+def build_scheduler(cfg: ModelConfig):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule)
+
+
+class FlatModel:
+    """A module whose parameters are views into one contiguous float32 tensor ``flat``."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+        module.to(device)
+        params = list(module.parameters())
+        n = sum(p.numel() for p in params)
+        self.flat = torch.empty(n, dtype=torch.float32, device=device)
+        offset = 0
+        for p in params:
+            k = p.numel()
+            self.flat[offset:offset + k].copy_(p.detach().reshape(-1))
+            p.data = self.flat[offset:offset + k].view_as(p)
+            offset += k
+        self.module = module
+        self.device = torch.device(device)
+
+    @property
+    def size(self) -> int:
+        return self.flat.numel()
+
+    def load(self, vector: np.ndarray) -> None:
+        """Copy a global vector into the parameters (one copy, host to device where needed)."""
+        if vector.shape != (self.size,) or vector.dtype != np.float32:
+            raise ValueError(f"expected a float32 vector of {self.size} values, got {vector.dtype} {vector.shape}")
+        with torch.no_grad(), warnings.catch_warnings():
+            # Object-store arrays are read-only; we only read from the view, so torch's warning is moot.
+            warnings.simplefilter("ignore", UserWarning)
+            self.flat.copy_(torch.from_numpy(vector))
+
+    def vector(self) -> np.ndarray:
+        """The parameters as a new float32 numpy vector (a copy: the module keeps training)."""
+        return self.flat.detach().to("cpu", copy=True).numpy()
+
+
+def model_sha256(vector: np.ndarray) -> str:
+    """The identity of a model: sha256 of its float32 vector's bytes."""
+    return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).hexdigest()
+
+
+def initial_vector(cfg: ModelConfig, image_size: int, channels: int, seed: int) -> np.ndarray:
+    return FlatModel(build_unet(cfg, image_size, channels, seed)).vector()
+
+
+def count_params(cfg: ModelConfig, image_size: int, channels: int) -> int:
+    return sum(p.numel() for p in build_unet(cfg, image_size, channels).parameters())

@@ -1,0 +1,83 @@
+"""Writing the run folder: Parquet tables, PNG grids, the diffusers pipeline, summary.json.
+
+Every file is written to a temporary name and renamed, so an interrupted run never leaves a
+half-written file behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Column order and types of events.parquet; documented in docs/run-folder.md.
+EVENT_SCHEMA = pa.schema([
+    ("job_id", pa.int64()), ("client_id", pa.int64()), ("actor", pa.string()), ("node_id", pa.string()),
+    ("dispatch_vtime", pa.float64()), ("finish_vtime", pa.float64()), ("status", pa.string()),
+    ("reason", pa.string()), ("base_version", pa.int64()), ("applied_version", pa.int64()),
+    ("staleness", pa.int64()), ("num_samples", pa.int64()), ("samples_trained", pa.int64()),
+    ("train_loss", pa.float64()), ("wall_seconds", pa.float64()), ("download_s", pa.float64()),
+    ("compute_s", pa.float64()), ("upload_s", pa.float64()), ("download_bytes", pa.int64()),
+    ("upload_bytes", pa.int64()),
+])
+# Columns that describe where and how fast the real machine ran a job, not the simulation: the only
+# ones allowed to differ between two runs of the same config and seed.
+EXECUTION_COLUMNS = ("actor", "node_id", "wall_seconds")
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_events(path: Path, rows: list[dict[str, Any]]) -> None:
+    cols = {f.name: [r.get(f.name) for r in rows] for f in EVENT_SCHEMA}
+    table = pa.table(cols, schema=EVENT_SCHEMA)
+    _atomic(path, lambda p: pq.write_table(table, p))
+
+
+def write_evals(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    rows = sorted(rows, key=lambda r: r["version"])
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    table = pa.table({k: [r.get(k) for r in rows] for k in keys})
+    _atomic(path, lambda p: pq.write_table(table, p))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    _atomic(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+def grid_image(images: np.ndarray, min_cell: int = 48):
+    """(N, C, H, W) in [-1, 1] -> a PIL image, tiles upscaled (nearest) so tiny digits stay visible."""
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    pad = 1
+    canvas = np.ones((c, rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.float32)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        canvas[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = \
+            (images[i] + 1) / 2
+    arr = (np.clip(canvas, 0, 1) * 255).round().astype(np.uint8)
+    img = Image.fromarray(arr[0] if c == 1 else arr.transpose(1, 2, 0))
+    scale = max(1, int(np.ceil(min_cell / h)))
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+
+
+def write_grid(path: Path, images: np.ndarray) -> None:
+    img = grid_image(images)
+    _atomic(path, lambda p: img.save(p, format="PNG"))
+
+
+def save_pipeline(path: Path, unet, scheduler) -> None:
+    """``DDPMPipeline.from_pretrained(path)`` loads this back."""
+    from diffusers import DDPMPipeline
+
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(path))

@@ -1,0 +1,1 @@
+"""The virtual clock and the orchestrator that drives actors in virtual-time order."""

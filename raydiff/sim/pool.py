@@ -1,0 +1,74 @@
+"""The Ray side of clients: a pool of ClientWorker actors, least-loaded dispatch, replacement on death."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from ..actors import ClientWorker, JobSpec
+from ..config import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Ticket:
+    """Where a job went: the actor slot, that slot's generation (bumped on replacement) and result refs."""
+
+    slot: int
+    generation: int
+    metrics_ref: Any
+    delta_ref: Any
+
+
+class ActorPool:
+    def __init__(self, cfg: Config, images_ref: Any, size: int) -> None:
+        self.cfg = cfg
+        self.images_ref = images_ref
+        self.cls = ray.remote(ClientWorker)
+        self.actors = [self._spawn(i) for i in range(size)]
+        self.load = [0] * size
+        self.generation = [0] * size
+        self.replaced = 0
+
+    def _spawn(self, slot: int):
+        c = self.cfg.clients
+        return self.cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus, max_restarts=0,
+                                max_task_retries=0).remote(self.cfg, self.images_ref, f"client-actor-{slot}")
+
+    def wait_ready(self) -> list[str]:
+        """Block until every actor has built its model; returns their node ids."""
+        return ray.get([a.ping.remote() for a in self.actors])
+
+    def submit(self, job: JobSpec, base_ref: Any) -> Ticket:
+        slot = min(range(len(self.actors)), key=lambda i: (self.load[i], i))
+        self.load[slot] += 1
+        m, d = self.actors[slot].train.options(num_returns=2).remote(job, base_ref)
+        return Ticket(slot, self.generation[slot], m, d)
+
+    def done(self, t: Ticket) -> None:
+        if self.generation[t.slot] == t.generation:
+            self.load[t.slot] -= 1
+
+    def replace(self, t: Ticket) -> None:
+        """The actor behind ``t`` died: start a fresh one in its slot (once per death)."""
+        if self.generation[t.slot] != t.generation:
+            return
+        log.warning("client actor %d died; starting a replacement", t.slot)
+        try:
+            ray.kill(self.actors[t.slot], no_restart=True)
+        except Exception:  # noqa: BLE001 - it is already gone
+            pass
+        self.actors[t.slot] = self._spawn(t.slot)
+        self.generation[t.slot] += 1
+        self.load[t.slot] = 0
+        self.replaced += 1
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
