@@ -18,16 +18,16 @@ class Progress:
         total = cfg.run.max_updates if self.by_version else cfg.run.max_vtime
         self.bar = tqdm(total=total, desc=cfg.name, unit="ver" if self.by_version else "vs",
                         disable=not enabled, dynamic_ncols=True, mininterval=0.5)
-        self.last = 0.0
+        self.last: float = 0
 
     def __call__(self, info: dict[str, Any]) -> None:
-        pos = info["version"] if self.by_version else min(info["vtime"], self.bar.total)
-        self.bar.update(pos - self.last)
-        self.last = pos
+        pos = info["version"] if self.by_version else round(min(info["vtime"], self.bar.total), 1)
         loss = info["loss"]
         self.bar.set_postfix(vtime=f"{info['vtime']:.1f}s", v=info["version"],
                              loss="nan" if math.isnan(loss) else f"{loss:.4f}",
                              drop=info["dropped"], fail=info["failed"], refresh=False)
+        self.bar.update(pos - self.last)
+        self.last = pos
 
     def close(self) -> None:
         self.bar.close()

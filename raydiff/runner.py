@@ -69,6 +69,8 @@ def run(config: "str | Path | Mapping | Config | None" = None, overrides: Iterab
     for version, images in tail["grids"]:
         write_grid(out_dir / "samples" / f"v{version:06d}.png", images)
     write_grid(out_dir / "samples" / "final.png", tail["final_samples"])
+    real = held.images[np.random.default_rng([cfg.seed, 7]).permutation(len(held.images))[:cfg.eval.num_samples]]
+    write_grid(out_dir / "samples" / "real.png", real)  # held-out real images, to compare by eye
     write_events(out_dir / "events.parquet", loop.rows)
     write_evals(out_dir / "evals.parquet", tail["evals"])
     unet = build_unet(cfg.model, train.images.shape[-1], train.images.shape[1])
