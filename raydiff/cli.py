@@ -23,6 +23,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--address", help="Ray cluster address (same as --set run.address=...)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("-v", "--verbose", action="store_true")
+    b = sub.add_parser("bench", help="measure simulator overhead, aggregation cost or engine rate")
+    b.add_argument("what", choices=["overhead", "aggregate", "engine"])
+    b.add_argument("--actors", type=int, help="overhead: workers/actors (default: CPU count)")
+    b.add_argument("--size", type=int, default=35_746_307, help="aggregate: vector length (default ddpm-cifar10)")
+    b.add_argument("--strategy", default="fedbuff", choices=["fedbuff", "fedasync", "fedavg"],
+                   help="aggregate: strategy")
+    b.add_argument("--clients", type=int, default=10000, help="engine: simulated clients")
+    b.add_argument("--availability", default="always", choices=["always", "bernoulli", "onoff"],
+                   help="engine: availability model")
     return p
 
 
@@ -47,7 +56,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"run folder: {result.out_dir}")
             print(json.dumps({k: s[k] for k in ("final_version", "updates_applied", "virtual_time",
                                                 "wall_seconds", "model_sha256") if k in s}, indent=1))
+            if s.get("dry_run"):
+                print(f"dry run: {s['jobs_dispatched']:,} events in {s['loop_seconds']:.2f} s: "
+                      f"{s['events_per_second']:,.0f} events/s")
             return 130 if s.get("interrupted") else 0
+        if args.command == "bench":
+            if args.what == "engine":
+                from .bench.engine import bench_engine
+
+                bench_engine(args.clients, availability=args.availability)
+            elif args.what == "aggregate":
+                from .bench.aggregate import bench_aggregate
+
+                bench_aggregate(args.size, strategy=args.strategy)
+            else:
+                from .bench.overhead import bench_overhead
+
+                bench_overhead(args.actors)
+            return 0
     except RaydiffError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

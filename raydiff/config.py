@@ -22,15 +22,36 @@ def _require(cond: bool, key: str, msg: str) -> None:
 class DataConfig:
     """Which images, how they are split between clients, and what is held out for evaluation."""
 
-    dataset: Literal["digits"] = "digits"
+    dataset: Literal["digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "svhn", "folder", "npz"] = "digits"
     image_size: int = 8
-    partition: Literal["iid", "dirichlet"] = "dirichlet"
+    synthetic_size: int = 60000  # synthetic: images (class templates plus noise; for dry runs, tests, benchmarks)
+    synthetic_classes: int = 10
+    root: Optional[str] = None  # real datasets: torchvision root folder, image folder, or the .npz file
+    download: bool = False  # torchvision sets only: fetch missing files (needs internet)
+    channels: Optional[int] = None  # None: the dataset's own; 1 or 3 converts greyscale <-> RGB
+    npz_split: str = "train"  # npz (MedMNIST layout): reads <split>_images and <split>_labels
+    partition: Literal["iid", "dirichlet", "shards", "quantity"] = "dirichlet"
     beta: float = 0.5
+    shards_per_client: int = 2  # shards: label-sorted shards dealt to each client (McMahan et al. 2017)
+    quantity_sigma: float = 1.0  # quantity: lognormal spread of client sizes, labels IID
     holdout_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         _require(4 <= self.image_size <= 512, "data.image_size", f"must be in [4, 512], got {self.image_size}")
+        _require(self.synthetic_size >= 1, "data.synthetic_size", f"must be >= 1, got {self.synthetic_size}")
+        _require(self.synthetic_classes >= 1, "data.synthetic_classes",
+                 f"must be >= 1, got {self.synthetic_classes}")
         _require(self.beta > 0, "data.beta", f"the Dirichlet concentration must be > 0, got {self.beta}")
+        where = {"npz": "the .npz file (MedMNIST layout)", "folder": "the folder with one subfolder per class"}
+        _require(self.root is not None or self.dataset in ("digits", "synthetic"), "data.root",
+                 f"data.dataset={self.dataset} reads files from disk and data.root is not set; set it to "
+                 f"{where.get(self.dataset, 'the folder that holds (or, with data.download: true, will hold) it')}")
+        _require(self.channels in (None, 1, 3), "data.channels",
+                 f"must be 1 (greyscale), 3 (RGB) or null (the dataset's own), got {self.channels}")
+        _require(bool(self.npz_split), "data.npz_split", "must name a split such as train, val or test")
+        _require(self.shards_per_client >= 1, "data.shards_per_client",
+                 f"must be >= 1, got {self.shards_per_client}")
+        _require(self.quantity_sigma >= 0, "data.quantity_sigma", f"must be >= 0, got {self.quantity_sigma}")
         _require(0 < self.holdout_fraction < 0.5, "data.holdout_fraction",
                  f"must be in (0, 0.5), got {self.holdout_fraction}")
 
@@ -50,28 +71,78 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SpeedConfig:
-    """Virtual compute speed of a client, in training samples per virtual second."""
+    """Virtual compute speed of a client, in training samples per virtual second; ``mean`` is the mean."""
 
-    dist: Literal["constant", "lognormal"] = "constant"
+    dist: Literal["constant", "lognormal", "pareto", "tiers"] = "constant"
     mean: float = 1000.0
     sigma: float = 0.5  # lognormal: std of log-speed
+    shape: float = 2.0  # pareto: tail index alpha (> 1 for a finite mean)
+    tier_fractions: tuple[float, ...] = ()  # tiers: share of clients per tier
+    tier_speeds: tuple[float, ...] = ()  # tiers: speed per tier
+    jitter: float = 0.0  # per-job lognormal noise on speed (std of log), mean 1
 
     def __post_init__(self) -> None:
         _require(self.mean > 0, "clients.speed.mean", f"must be > 0 samples/s, got {self.mean}")
         _require(self.sigma >= 0, "clients.speed.sigma", f"must be >= 0, got {self.sigma}")
+        _require(self.shape > 1, "clients.speed.shape", f"the Pareto tail index must be > 1 (finite mean), "
+                 f"got {self.shape}")
+        _require(self.jitter >= 0, "clients.speed.jitter", f"must be >= 0, got {self.jitter}")
+        if self.dist == "tiers":
+            _require(len(self.tier_fractions) >= 1 and len(self.tier_fractions) == len(self.tier_speeds),
+                     "clients.speed.tier_fractions", "tiers need tier_fractions and tier_speeds of equal, "
+                     f"non-zero length; got {list(self.tier_fractions)} and {list(self.tier_speeds)}")
+            _require(all(f >= 0 for f in self.tier_fractions) and abs(sum(self.tier_fractions) - 1) < 1e-6,
+                     "clients.speed.tier_fractions", f"must be >= 0 and sum to 1, got {list(self.tier_fractions)}")
+            _require(all(v > 0 for v in self.tier_speeds), "clients.speed.tier_speeds",
+                     f"must all be > 0, got {list(self.tier_speeds)}")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Each client's link: asymmetric bandwidth (megabits/s) and one-way latency per transfer."""
+
+    down_mbps: float = 100.0
+    up_mbps: float = 20.0
+    latency_s: float = 0.05
+    sigma: float = 0.0  # lognormal spread of per-client bandwidth (mean 1), the same factor up and down
+
+    def __post_init__(self) -> None:
+        _require(self.down_mbps > 0, "clients.network.down_mbps", f"must be > 0, got {self.down_mbps}")
+        _require(self.up_mbps > 0, "clients.network.up_mbps", f"must be > 0, got {self.up_mbps}")
+        _require(self.latency_s >= 0, "clients.network.latency_s", f"must be >= 0, got {self.latency_s}")
+        _require(self.sigma >= 0, "clients.network.sigma", f"must be >= 0, got {self.sigma}")
+
+
+@dataclass(frozen=True)
+class AvailabilityConfig:
+    """When clients are online: always; a coin per dispatch attempt; or an on/off process in virtual time."""
+
+    mode: Literal["always", "bernoulli", "onoff"] = "always"
+    p: float = 0.8  # bernoulli: chance that a client is online when asked
+    retry_s: float = 1.0  # bernoulli: when no idle client is online, ask again this much later
+    mean_on_s: float = 600.0  # onoff: mean length of an online period (exponential)
+    mean_off_s: float = 300.0  # onoff: mean length of an offline period
+
+    def __post_init__(self) -> None:
+        _require(0 < self.p <= 1, "clients.availability.p", f"must be in (0, 1], got {self.p}")
+        _require(self.retry_s > 0, "clients.availability.retry_s", f"must be > 0, got {self.retry_s}")
+        _require(self.mean_on_s > 0, "clients.availability.mean_on_s", f"must be > 0, got {self.mean_on_s}")
+        _require(self.mean_off_s >= 0, "clients.availability.mean_off_s", f"must be >= 0, got {self.mean_off_s}")
 
 
 @dataclass(frozen=True)
 class ClientsConfig:
-    """The simulated population: how many, what each actor may use, how they straggle and drop out."""
+    """The simulated population: how many, what each actor may use, how they straggle, go offline, drop out."""
 
     num_clients: int = 10
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     speed: SpeedConfig = field(default_factory=SpeedConfig)
-    dropout: float = 0.0  # probability that a job fails before its upload completes
-    bandwidth_mbps: float = 100.0  # symmetric link, megabits per second
-    latency_s: float = 0.05
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    availability: AvailabilityConfig = field(default_factory=AvailabilityConfig)
+    dropout: float = 0.0  # probability that a job fails at a uniformly drawn point of it
+    trace: Optional[str] = None  # CSV: client_id, speed, down_mbps, up_mbps, latency_s[, mean_on_s, mean_off_s]
+    slow_classes: tuple[int, ...] = ()  # tie speed to data: who holds most of these classes is slowest
 
     def __post_init__(self) -> None:
         _require(self.num_clients >= 1, "clients.num_clients", f"must be >= 1, got {self.num_clients}")
@@ -80,8 +151,8 @@ class ClientsConfig:
         _require(self.num_gpus <= 1 or float(self.num_gpus).is_integer(), "clients.num_gpus",
                  f"a fraction must be <= 1 (Ray packs fractions onto one GPU), got {self.num_gpus}")
         _require(0 <= self.dropout < 1, "clients.dropout", f"must be in [0, 1), got {self.dropout}")
-        _require(self.bandwidth_mbps > 0, "clients.bandwidth_mbps", f"must be > 0, got {self.bandwidth_mbps}")
-        _require(self.latency_s >= 0, "clients.latency_s", f"must be >= 0, got {self.latency_s}")
+        _require(all(c >= 0 for c in self.slow_classes), "clients.slow_classes",
+                 f"class ids must be >= 0, got {list(self.slow_classes)}")
 
 
 @dataclass(frozen=True)
@@ -124,7 +195,9 @@ class StrategyConfig:
 
     name: Literal["fedavg", "fedasync", "fedbuff"] = "fedbuff"
     concurrency: int = 8  # async: jobs in flight at once
-    clients_per_round: int = 10  # fedavg
+    clients_per_round: int = 10  # fedavg: updates aggregated per round
+    over_selection: float = 0.0  # fedavg: select ceil(clients_per_round * (1 + this)), keep the first to report
+    deadline_s: Optional[float] = None  # fedavg: close the round this long after it starts; stragglers discarded
     server_lr: float = 1.0  # fedavg, fedbuff
     buffer_size: int = 4  # fedbuff: K
     staleness_exponent: float = 0.5  # fedbuff: weight 1/(1+s)^p
@@ -135,6 +208,9 @@ class StrategyConfig:
         _require(self.concurrency >= 1, "strategy.concurrency", f"must be >= 1, got {self.concurrency}")
         _require(self.clients_per_round >= 1, "strategy.clients_per_round",
                  f"must be >= 1, got {self.clients_per_round}")
+        _require(self.over_selection >= 0, "strategy.over_selection", f"must be >= 0, got {self.over_selection}")
+        _require(self.deadline_s is None or self.deadline_s > 0, "strategy.deadline_s",
+                 f"must be > 0 (or null for none), got {self.deadline_s}")
         _require(self.server_lr > 0, "strategy.server_lr", f"must be > 0, got {self.server_lr}")
         _require(self.buffer_size >= 1, "strategy.buffer_size", f"must be >= 1, got {self.buffer_size}")
         _require(self.staleness_exponent >= 0, "strategy.staleness_exponent",
@@ -169,6 +245,7 @@ class RunConfig:
     actors: Optional[int] = None  # None: one per client while resources allow (at most the concurrency)
     address: Optional[str] = None  # Ray address; None starts (or reuses) a local Ray on 127.0.0.1
     num_cpus: Optional[int] = None  # local Ray only: CPUs to give it (None: all)
+    dry_run: bool = False  # schedule without training: no model compute, no Ray; real update sizes
 
     def __post_init__(self) -> None:
         _require(self.max_updates is not None or self.max_vtime is not None, "run.max_updates",

@@ -36,6 +36,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
         return value
+    if origin is tuple:
+        (item, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping of fields, got {value!r}")
@@ -157,8 +162,14 @@ def load_config(source: "str | Path | Mapping | Config | None" = None,
 
 
 def to_dict(cfg: Any) -> dict:
-    """A Config as plain nested dicts (for YAML output and for flattening into analysis columns)."""
-    return dataclasses.asdict(cfg)
+    """A Config as plain nested dicts and lists (for YAML output and for flattening into analysis columns)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+    return plain(dataclasses.asdict(cfg))
 
 
 def dump_yaml(cfg: Config) -> str:

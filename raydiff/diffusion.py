@@ -37,15 +37,37 @@ def denoising_loss(model: torch.nn.Module, scheduler, x0: torch.Tensor, t: torch
     return F.mse_loss(model(noisy, t).sample, noise)
 
 
+def add_prox_grad(params: list[torch.Tensor], anchors: list[torch.Tensor], mu: float) -> None:
+    """p.grad += mu * (p - p0): the gradient of FedProx's term mu/2 * ||w - w0||^2, added in place.
+
+    Adding the gradient directly (instead of the term to the loss) costs no autograd graph over
+    every parameter and gives the same update: the term's gradient is exactly mu * (w - w0).
+    """
+    with torch.no_grad():
+        for p, p0 in zip(params, anchors):
+            prox = (p - p0).mul_(mu)
+            if p.grad is None:
+                p.grad = prox
+            else:
+                p.grad.add_(prox)
+
+
 def train_local(fm: FlatModel, scheduler, images: np.ndarray, batches: np.ndarray, lr: float,
-                generator: torch.Generator) -> tuple[float, int]:
+                generator: torch.Generator, prox_mu: float = 0.0) -> tuple[float, int]:
     """Run Adam over the given index batches in place on ``fm``. Returns (mean loss, samples seen).
 
     A fresh optimizer per job: client optimizer state does not survive between jobs, as in FedAvg.
+    ``prox_mu`` > 0 is FedProx (Li et al. 2020): the local objective gains mu/2 * ||w - w_start||^2,
+    which keeps clients with skewed data near the model they were given. The returned loss is the
+    denoising loss alone, so it stays comparable across values of mu.
     """
+    if prox_mu < 0:
+        raise ValueError(f"prox_mu must be >= 0, got {prox_mu}")
     model = fm.module
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    anchors = [p.detach().clone() for p in params] if prox_mu > 0 else []
     T = scheduler.config.num_train_timesteps
     total = 0.0
     for idx in batches:
@@ -55,6 +77,8 @@ def train_local(fm: FlatModel, scheduler, images: np.ndarray, batches: np.ndarra
         loss = denoising_loss(model, scheduler, x0, t, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if prox_mu > 0:
+            add_prox_grad(params, anchors, prox_mu)
         opt.step()
         total += float(loss.detach())
     return total / len(batches), int(batches.size)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 EVENT_SCHEMA = pa.schema([
     ("job_id", pa.int64()), ("client_id", pa.int64()), ("actor", pa.string()), ("node_id", pa.string()),
     ("dispatch_vtime", pa.float64()), ("finish_vtime", pa.float64()), ("status", pa.string()),
-    ("reason", pa.string()), ("base_version", pa.int64()), ("applied_version", pa.int64()),
+    ("failure_reason", pa.string()), ("base_version", pa.int64()), ("applied_version", pa.int64()),
     ("staleness", pa.int64()), ("num_samples", pa.int64()), ("samples_trained", pa.int64()),
     ("train_loss", pa.float64()), ("wall_seconds", pa.float64()), ("download_s", pa.float64()),
     ("compute_s", pa.float64()), ("upload_s", pa.float64()), ("download_bytes", pa.int64()),

@@ -5,7 +5,7 @@ tqdm because it degrades well: a live bar on a terminal, periodic lines in a log
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Optional
 
 from tqdm.auto import tqdm
 
@@ -31,3 +31,14 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def chain(bar: Progress, callback: Optional[Callable[[dict[str, Any]], None]]) -> Callable[[dict[str, Any]], None]:
+    """The bar, then the user's callback (if any), at every new version."""
+    if callback is None:
+        return bar
+
+    def call(info: dict[str, Any]) -> None:
+        bar(info)
+        callback(info)
+    return call

@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 import ray
 
 from .actors import Evaluator, ParameterServer
 from .config import Config
-from .hetero import ClientProfile
+from .hetero import Availability, ClientProfile
 from .model import initial_vector
-from .progress import Progress
+from .progress import Progress, chain
 from .ray_setup import init_ray, size_pool
 from .sim.orchestrator import LoopResult, Orchestrator
 from .sim.pool import ActorPool
+from .sim.ray_executor import RayExecutor
 from .strategies import make_strategy
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class Session:
             self.x0_ref = ray.put(self.x0)
             images_ref = ray.put(self.train_images)  # once; every actor maps it zero-copy
             self.server = ray.remote(ParameterServer).options(num_cpus=0).remote(
-                self.x0_ref, make_strategy(self.cfg.strategy))
+                self.x0_ref, make_strategy(self.cfg.strategy), copy_on_return=False)
             # The evaluator takes one client's GPU share (size_pool reserved it) and no CPU reservation:
             # it is idle most of the time, and must never wait behind busy clients for a slot.
             self.evaluator = ray.remote(Evaluator).options(num_cpus=0, num_gpus=c.num_gpus).remote(
@@ -54,21 +55,23 @@ class Session:
             raise
         return self
 
-    def run(self, profiles: list[ClientProfile], parts: list[np.ndarray], show_progress: bool) -> LoopResult:
+    def run(self, profiles: list[ClientProfile], parts: list[np.ndarray], availability: Availability,
+            show_progress: bool, callback: Optional[Callable[[dict[str, Any]], None]] = None) -> LoopResult:
         bar = Progress(self.cfg, enabled=show_progress)
+        self.executor = RayExecutor(self.pool, self.server, self.evaluator, self.cfg)
         try:
-            orch = Orchestrator(self.cfg, profiles, parts, self.pool, self.server, self.evaluator, self.x0_ref,
-                                vector_bytes=int(self.x0.nbytes), on_progress=bar)
+            orch = Orchestrator(self.cfg, profiles, parts, availability, self.executor, self.x0_ref,
+                                vector_bytes=int(self.x0.nbytes), on_progress=chain(bar, callback))
             return orch.run()
         finally:
             bar.close()
 
     def collect(self, loop: LoopResult) -> dict[str, Any]:
         """Wait for evaluations and sample the final model (the only blocking evaluation work)."""
-        vector = ray.get(loop.version_ref)
-        final_ref = self.evaluator.sample.remote(loop.version_ref, self.cfg.eval.num_samples, self.cfg.seed)
-        evals = ray.get(loop.eval_refs)
-        grids = [(v, ray.get(r)) for v, r in loop.sample_refs]
+        vector = ray.get(loop.version_handle)
+        final_ref = self.evaluator.sample.remote(loop.version_handle, self.cfg.eval.num_samples, self.cfg.seed)
+        evals = ray.get(self.executor.eval_refs)
+        grids = [(v, ray.get(r)) for v, r in self.executor.sample_refs]
         final_samples = ray.get(final_ref)
         judge: dict[str, Any] = {}
         if self.cfg.eval.judge and self.cfg.data.dataset == "digits":

@@ -1,4 +1,5 @@
-"""Client partitioners (IID and Dirichlet label skew), the stratified hold-out split and dataset loading."""
+"""Client partitioners (IID, Dirichlet label skew, shards, quantity skew), the partition report,
+the stratified hold-out split and dataset loading."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from raydiff.config import DataConfig
 from raydiff.data import ImageSet, load_dataset, partition, split_holdout
 from raydiff.data.datasets import load_digits_set
+from raydiff.data.partition_report import class_counts, plot_partition
 from raydiff.errors import DataError
 
 SYNTH = np.repeat(np.arange(10), 100)  # 10 classes x 100 samples, sorted by class
@@ -139,8 +141,137 @@ def test_dirichlet_beta_must_be_positive(beta):
 
 
 def test_unknown_partitioner():
-    with pytest.raises(DataError, match="iid, dirichlet"):
-        partition(SYNTH, 5, "shards", 0.5, rng(0))
+    with pytest.raises(DataError, match="iid, dirichlet, shards, quantity"):
+        partition(SYNTH, 5, "pathological", 0.5, rng(0))
+
+
+# --------------------------------------------------------------------------------------------
+# shards (McMahan et al.) and quantity skew
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["shards", "quantity"])
+@pytest.mark.parametrize("num_clients", [1, 7, 20])
+def test_new_partitioners_are_exact_covers(method, num_clients, digits_labels):
+    for labels in (SYNTH, digits_labels):
+        parts = partition(labels, num_clients, method, 0.5, rng(0))
+        assert len(parts) == num_clients
+        assert_exact_cover(parts, len(labels))
+        assert all(p.dtype == np.int64 and len(p) >= 1 for p in parts)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_shards_give_each_client_k_shards(k, digits_labels):
+    n, clients = len(digits_labels), 10
+    parts = partition(digits_labels, clients, "shards", 0.5, rng(0), shards_per_client=k)
+    lo, hi = n // (clients * k), -(-n // (clients * k))  # shard sizes from array_split
+    assert all(k * lo <= len(p) <= k * hi for p in parts)
+    # a shard is a run of label-sorted samples: it touches at most 1 + ceil(shard size / smallest class) classes
+    per_shard = 1 + -(-hi // np.bincount(digits_labels).min())
+    assert all(len(np.unique(digits_labels[p])) <= k * per_shard for p in parts)
+
+
+def test_shards_on_whole_class_shards_give_at_most_k_classes():
+    """1000 samples, 10 classes of 100, 20 clients x 2 shards of 25: every shard lies inside one class."""
+    parts = partition(SYNTH, 20, "shards", 0.5, rng(1), shards_per_client=2)
+    assert [len(p) for p in parts] == [50] * 20
+    classes = [len(np.unique(SYNTH[p])) for p in parts]
+    assert max(classes) <= 2 and np.mean(classes) < 2.0 + 1e-9
+    assert mean_tv_from_global(SYNTH, parts) > 0.75  # far from the global mix (iid is near 0.1)
+
+
+def test_shards_more_skewed_than_iid(digits_labels):
+    def n_classes(parts):
+        return np.mean([len(np.unique(digits_labels[p])) for p in parts])
+
+    assert n_classes(partition(digits_labels, 10, "shards", 0.5, rng(0))) <= 4
+    assert n_classes(partition(digits_labels, 10, "iid", 0.5, rng(0))) == 10
+
+
+def test_shards_errors():
+    with pytest.raises(DataError, match=r"data\.shards_per_client=3 .* needs 30 shards .* only 20"):
+        partition(np.arange(20) % 4, 10, "shards", 0.5, rng(0), shards_per_client=3)
+    with pytest.raises(DataError, match=r"data\.shards_per_client"):
+        partition(SYNTH, 5, "shards", 0.5, rng(0), shards_per_client=0)
+
+
+def test_quantity_sizes_vary_sum_to_n_and_labels_stay_iid():
+    parts = partition(SYNTH, 20, "quantity", 0.5, rng(0), quantity_sigma=1.0)
+    sizes = np.array([len(p) for p in parts])
+    assert sizes.sum() == len(SYNTH) and sizes.min() >= 1
+    assert sizes.max() >= 4 * sizes.min()
+    assert sizes.std() > 5 * np.std([len(p) for p in partition(SYNTH, 20, "iid", 0.5, rng(0))])
+    big = [p for p in parts if len(p) >= 100]  # label mix of the large clients follows the global one
+    assert big and mean_tv_from_global(SYNTH, big) < 0.2
+
+
+def test_quantity_sigma_controls_the_spread():
+    def cv(sigma):
+        return np.mean([np.std(s) / np.mean(s) for s in
+                        ([len(p) for p in partition(SYNTH, 20, "quantity", 0.5, rng(seed), quantity_sigma=sigma)]
+                         for seed in range(5))])
+
+    assert cv(0.0) < 0.3 < cv(1.0) < cv(2.0)
+
+
+def test_quantity_never_empty_even_when_tight():
+    labels = np.repeat(np.arange(4), 5)  # 20 samples
+    for seed in range(5):
+        parts = partition(labels, 20, "quantity", 0.5, rng(seed), quantity_sigma=3.0)
+        assert [len(p) for p in parts] == [1] * 20
+        assert_exact_cover(parts, 20)
+        parts = partition(labels, 15, "quantity", 0.5, rng(seed), quantity_sigma=3.0)
+        assert min(len(p) for p in parts) >= 1 and sum(len(p) for p in parts) == 20
+
+
+def test_quantity_negative_sigma():
+    with pytest.raises(DataError, match=r"data\.quantity_sigma"):
+        partition(SYNTH, 5, "quantity", 0.5, rng(0), quantity_sigma=-0.1)
+
+
+@pytest.mark.parametrize("method, kw", [("shards", {"shards_per_client": 2}), ("quantity", {"quantity_sigma": 1.0})])
+def test_new_partitioners_deterministic(method, kw, digits_labels):
+    a = partition(digits_labels, 10, method, 0.5, rng(3), **kw)
+    b = partition(digits_labels, 10, method, 0.5, rng(3), **kw)
+    c = partition(digits_labels, 10, method, 0.5, rng(4), **kw)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_positional_signature_still_works_and_new_keywords_ignored_by_old_methods():
+    a = partition(SYNTH, 7, "dirichlet", 0.5, rng(0))
+    b = partition(SYNTH, 7, "dirichlet", 0.5, rng(0), shards_per_client=5, quantity_sigma=3.0)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+# --------------------------------------------------------------------------------------------
+# partition report: class-count table and plot
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["iid", "dirichlet", "shards", "quantity"])
+def test_class_counts_table(method, digits_labels):
+    parts = partition(digits_labels, 10, method, 0.3, rng(0))
+    df = class_counts(parts, digits_labels, 10)
+    assert list(df.columns) == ["client_id", "n"] + [f"c{c}" for c in range(10)]
+    assert df.client_id.tolist() == list(range(10))
+    assert df.n.tolist() == [len(p) for p in parts]
+    counts = df[[f"c{c}" for c in range(10)]].to_numpy()
+    assert np.array_equal(counts.sum(axis=1), df.n.to_numpy())
+    assert np.array_equal(counts.sum(axis=0), np.bincount(digits_labels, minlength=10))
+    assert df.n.sum() == len(digits_labels)
+
+
+def test_class_counts_keeps_absent_classes():
+    df = class_counts([np.array([0, 1]), np.array([2])], np.array([0, 0, 1]), 4)
+    assert df[["c0", "c1", "c2", "c3"]].to_numpy().tolist() == [[2, 0, 0, 0], [0, 1, 0, 0]]
+
+
+@pytest.mark.parametrize("num_clients", [8, 120])  # stacked bars; a heatmap above 50 clients
+def test_plot_partition_writes_a_png(tmp_path, num_clients):
+    parts = partition(SYNTH, num_clients, "dirichlet", 0.3, rng(0))
+    out = plot_partition(class_counts(parts, SYNTH, 10), tmp_path / "sub" / "partition.png")
+    assert out == tmp_path / "sub" / "partition.png"
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
 # --------------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def test_dropout_gives_each_job_one_final_status(ray_session, tiny_cfg, tmp_path
     _check_statuses(ev)
     dropped = ev[ev.status == "dropped"]
     assert len(dropped) > 0
-    assert dropped.reason.str.startswith("dropout_").all()
+    assert dropped.failure_reason.str.startswith("dropout_").all()
     duration = dropped.download_s + dropped.compute_s + dropped.upload_s
     assert ((dropped.finish_vtime - dropped.dispatch_vtime) < duration + 1e-9).all()
     assert dropped.train_loss.isna().all()  # a doomed job is never trained for real
@@ -117,3 +117,45 @@ def test_fedavg_rounds(ray_session, tiny_cfg, tmp_path):
         assert (rnd.base_version == version - 1).all()
     r1, r2 = ev[ev.applied_version == 1], ev[ev.applied_version == 2]
     assert r2.dispatch_vtime.iloc[0] == pytest.approx(r1.finish_vtime.max())  # next round waits for the slowest
+
+
+def test_fedavg_over_selection_on_ray(ray_session, tiny_cfg, tmp_path):
+    """Stragglers beyond the first m reports are discarded on real actors too (their tickets released)."""
+    tiny_cfg["strategy"] = {"name": "fedavg", "clients_per_round": 2, "over_selection": 0.5}
+    tiny_cfg["clients"]["dropout"] = 0.0
+    tiny_cfg["run"]["max_updates"] = 3
+    res = raydiff.run(tiny_cfg, out=tmp_path / "over", progress=False)
+    ev = _events(res.out_dir)
+    _check_statuses(ev)
+    assert len(ev) == 9
+    assert (ev.status == "applied").sum() == 6
+    late = ev[ev.status == "rejected"]
+    assert (late.failure_reason == "over_selected").all() and len(late) == 3
+
+
+def test_killed_actor_fails_its_jobs_and_the_run_goes_on(ray_session, tiny_cfg, tmp_path):
+    """Fault injection: kill a client actor mid-run. Its jobs fail at their virtual times, a fresh
+    actor takes its slot, the run completes, and no job is applied twice."""
+    import ray
+
+    tiny_cfg["run"] = {"max_updates": 8, "actors": 2}
+    tiny_cfg["clients"]["dropout"] = 0.0
+    killed = []
+
+    def kill_at_version_2(info):
+        if info["version"] == 2 and not killed:
+            names = [n["name"] for n in ray.util.list_named_actors(all_namespaces=True)
+                     if n["name"].endswith("-client-0-g0")]
+            assert len(names) == 1
+            ray.kill(ray.get_actor(names[0]), no_restart=True)
+            killed.append(names[0])
+
+    res = raydiff.run(tiny_cfg, out=tmp_path / "kill", progress=False, callback=kill_at_version_2)
+    assert killed
+    ev = _events(res.out_dir)
+    _check_statuses(ev)
+    failed = ev[ev.status == "failed"]
+    assert len(failed) >= 1 and failed.failure_reason.str.startswith("actor_lost").all()
+    assert res.summary["actors_replaced"] == 1
+    assert res.summary["final_version"] == 8
+    assert (ev.status == "applied").sum() == 2 * 8

@@ -14,8 +14,8 @@ import pytest
 
 from raydiff.actors.server import ParameterServer
 from raydiff.config import StalenessConfig, StrategyConfig
-from raydiff.strategies import (FedAsync, FedAvg, FedBuff, Update, check_update, make_strategy,
-                                staleness_fn)
+from raydiff.strategies import (EMA, FedAsync, FedAvg, FedBuff, NormBound, Update, check_update, l2_norm,
+                                make_strategy, staleness_fn)
 
 
 def f32(*values: float) -> np.ndarray:
@@ -437,3 +437,125 @@ class TestMakeStrategy:
     def test_unknown_name(self):
         with pytest.raises(ValueError, match="fedavg, fedasync, fedbuff"):
             make_strategy(StrategyConfig(name="fedsgd"))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# max_staleness (FedAsync, FedBuff)
+# --------------------------------------------------------------------------------------------
+
+class TestMaxStaleness:
+    def test_fedasync_at_and_past_the_bound(self):
+        """Bound 3: staleness 3 is mixed in ([1.5, 2, 3.5] as with no bound); staleness 4 is rejected."""
+        s = FedAsync(0.5, staleness_fn("constant"), max_staleness=3)
+        x = f32(*X0)
+        assert s.receive(x, 5, Update(0, 2, 1, f32(*DELTA), f32(*BASE))).status == "applied"
+        close(x, [1.5, 2.0, 3.5])
+        before = x.tobytes()
+        d = s.receive(x, 6, Update(1, 2, 1, f32(*DELTA), f32(*BASE)))
+        assert (d.status, d.weight, d.reason) == ("rejected", 0.0, "stale: staleness 4 > max_staleness 3")
+        assert x.tobytes() == before
+
+    def test_fedasync_without_bound_takes_any_age(self):
+        x = f32(*X0)
+        d = FedAsync(0.5, staleness_fn("constant")).receive(x, 1000, Update(0, 0, 1, f32(*DELTA), f32(*BASE)))
+        assert d.status == "applied"
+        close(x, [1.5, 2.0, 3.5])
+
+    def test_fedbuff_rejection_leaves_the_buffer_alone(self):
+        """Bound 2: D1 buffered; D2 at staleness 3 rejected (x, buffer untouched); D2 at staleness 0 then
+        completes the buffer exactly as if the rejected one never came: [1,2,3] + ([2,-2,6]+[4,8,-4])/2."""
+        s = FedBuff(2, 1.0, 0.5, max_staleness=2)
+        x = f32(*X0)
+        s.receive(x, 3, Update(0, 3, 1, f32(*D1)))
+        before = x.tobytes()
+        d = s.receive(x, 3, Update(1, 0, 1, f32(*D2)))
+        assert d.status == "rejected" and d.reason == "stale: staleness 3 > max_staleness 2"
+        assert x.tobytes() == before and s.pending() == 1
+        assert s.receive(x, 3, Update(2, 3, 1, f32(*D2))).status == "applied"
+        close(x, [4.0, 5.0, 4.0])
+
+    def test_bound_zero_through_the_server(self):
+        """K=1, bound 0: the first update makes version 1; a second one from version 0 is stale by 1."""
+        ps = ParameterServer(f32(*X0), FedBuff(1, 1.0, 0.5, max_staleness=0))
+        out, vec = ps.submit(1, 0, 0, 1, f32(1, 1, 1))
+        assert out["status"] == "applied" and out["version"] == 1
+        out, vec = ps.submit(2, 1, 0, 1, f32(1, 1, 1))
+        assert out["status"] == "rejected" and out["reason"] == "stale: staleness 1 > max_staleness 0"
+        assert out["applied_jobs"] == [] and out["version"] == 1 and vec is None
+        close(ps.x, [2.0, 3.0, 4.0])
+        assert ps.discard_pending() == []
+
+    @pytest.mark.parametrize("make", [lambda: FedAsync(0.5, staleness_fn("constant"), max_staleness=-1),
+                                      lambda: FedBuff(2, 1.0, 0.5, max_staleness=-1)])
+    def test_negative_bound_raises(self, make):
+        with pytest.raises(ValueError, match="max_staleness"):
+            make()
+
+
+# --------------------------------------------------------------------------------------------
+# NormBound and l2_norm
+# --------------------------------------------------------------------------------------------
+
+class TestNormBound:
+    def test_clip_to_the_bound_in_a_new_array(self):
+        """||[3,4,0]|| = 5; bound 2.5 halves it: [1.5, 2, 0]. The (read-only) input is untouched."""
+        d = f32(3, 4, 0)
+        d.flags.writeable = False
+        out, reason = NormBound(2.5, "clip").apply(d)
+        assert reason is None and out is not d
+        close(out, [1.5, 2.0, 0.0])
+        assert d.tolist() == [3.0, 4.0, 0.0]
+
+    def test_within_the_bound_is_the_same_array(self):
+        d = f32(3, 4, 0)
+        for mode in ("clip", "reject"):
+            out, reason = NormBound(5.0, mode).apply(d)  # type: ignore[arg-type]
+            assert out is d and reason is None
+
+    def test_reject_reason(self):
+        assert NormBound(2.5, "reject").apply(f32(3, 4, 0))[1] == "norm: 5 > 2.5"
+        assert NormBound(1.5, "reject").apply(f32(1, 1, 1))[1] == "norm: 1.732 > 1.5"
+
+    @pytest.mark.parametrize("max_norm, mode", [(0.0, "clip"), (1.0, "drop")])
+    def test_bad_arguments(self, max_norm, mode):
+        with pytest.raises(ValueError):
+            NormBound(max_norm, mode)
+
+    def test_l2_norm_is_accurate_on_long_vectors(self):
+        """2,000,000 copies of [3, 4]: the norm is 5 * sqrt(2e6) = 7071.067811865475."""
+        d = np.tile(f32(3, 4), 2_000_000)
+        assert l2_norm(d) == pytest.approx(7071.067811865475, rel=1e-12)
+        assert l2_norm(np.zeros(0, np.float32)) == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# EMA of the global model
+# --------------------------------------------------------------------------------------------
+
+class TestEMA:
+    def test_literal_sequence(self):
+        """decay 0.9: first update copies [1,2,3]; then 0.9*[1,2,3] + 0.1*[11,2,-7] = [2,2,2];
+        then 0.9*[2,2,2] + 0.1*[2,12,2] = [2,3,2]."""
+        e = EMA(0.9)
+        x = f32(1, 2, 3)
+        e.update(x)
+        x[:] = 100.0  # the average keeps its own copy
+        assert e.value is not None and e.value.tolist() == [1.0, 2.0, 3.0]
+        e.update(f32(11, 2, -7))
+        close(e.value, [2.0, 2.0, 2.0])
+        close(e.update(f32(2, 12, 2)), [2.0, 3.0, 2.0])
+        assert e.updates == 3 and e.value.dtype == np.float32
+
+    def test_state_round_trip(self):
+        e = EMA(0.5)
+        e.update(f32(2, 4, 6))
+        state = e.state_dict()
+        f = EMA(0.99)
+        f.load_state_dict(state)
+        state["value"][:] = 0  # a copy
+        close(f.update(f32(0, 0, 2)), [1.0, 2.0, 4.0])  # 0.5*[2,4,6] + 0.5*[0,0,2]
+        assert f.decay == 0.5 and f.updates == 2
+
+    def test_bad_decay(self):
+        with pytest.raises(ValueError):
+            EMA(1.5)

@@ -15,8 +15,11 @@ class ParameterServer:
     blob per version, handed to clients by reference without passing through the driver.
     """
 
-    def __init__(self, x0: np.ndarray, strategy: Strategy) -> None:
+    def __init__(self, x0: np.ndarray, strategy: Strategy, copy_on_return: bool = True) -> None:
+        """``copy_on_return=False`` under Ray: a returned array is serialised into the object store
+        before the actor runs its next method, so handing out ``self.x`` itself is safe and saves a copy."""
         self.x = np.array(x0, dtype=np.float32, copy=True)
+        self.copy_on_return = copy_on_return
         self.version = 0
         self.strategy = strategy
         self.buffered_jobs: list[int] = []
@@ -53,7 +56,7 @@ class ParameterServer:
         self.version += 1
         out.update(version=self.version, applied_jobs=self.buffered_jobs)
         self.buffered_jobs = []
-        return out, self.x.copy()
+        return out, self.x.copy() if self.copy_on_return else self.x
 
     def discard_pending(self) -> list[int]:
         """End of run: buffered updates that never reached a version."""

@@ -1,8 +1,9 @@
-"""The event loop: dispatch jobs at virtual times, apply their results in (virtual time, seq) order.
+"""The event loop: dispatch jobs at virtual times, settle their results in (virtual time, seq) order.
 
-Real training of every in-flight job runs in parallel on the actor pool; the loop only ever waits
-for the job whose virtual finish time is earliest. Results therefore depend on the seed alone, not
-on how many actors there are or which finished first in real time (ARCHITECTURE.md).
+Real training of every in-flight job runs in parallel behind the executor; the loop only ever
+waits for the job whose virtual finish time is earliest. Results therefore depend on the seed alone,
+not on how many actors there are or which finished first in real time (docs/architecture.md).
+This module never imports Ray: the executor is the only door to the outside.
 """
 from __future__ import annotations
 
@@ -13,21 +14,31 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
-import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 from ..actors import JobSpec
 from ..config import Config
 from ..diffusion import steps_for
-from ..errors import RaydiffError
-from ..hetero import ClientProfile, JobPlan, plan_job
+from ..hetero import Availability, ClientProfile, JobPlan, plan_job
 from .clock import EventQueue
-from .pool import ActorPool, Ticket
+from .executor import ActorLost, Executor
 from .selection import IdleSet
 
 log = logging.getLogger(__name__)
 
-_ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+_MASK64 = (1 << 64) - 1
+
+
+def job_seed(run_seed: int, job_id: int) -> int:
+    """A job's training seed: splitmix64 of (run seed, job id), 63 bits.
+
+    A pure function (any machine, any actor); ~1 us, where a SeedSequence costs ~20 us per job,
+    which matters for dry runs at 100,000 events.
+    """
+    z = (run_seed * 0x9E3779B97F4A7C15 + (job_id + 1) * 0xD1B54A32D192ED03) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) >> 1
 
 
 @dataclass
@@ -36,8 +47,21 @@ class Job:
     plan: JobPlan
     base_version: int
     dispatch_vtime: float
-    ticket: Optional[Ticket] = None
+    round: int
+    ticket: Any = None
     row: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Wake:
+    """Try to dispatch again (no idle client was online)."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A synchronous round's deadline."""
+
+    round: int
 
 
 @dataclass
@@ -46,157 +70,217 @@ class LoopResult:
     version: int
     vtime: float
     interrupted: bool
-    version_ref: Any
-    eval_refs: list[Any]
-    sample_refs: list[tuple[int, Any]]
+    version_handle: Any
     actors_replaced: int
+    loop_seconds: float  # wall time of the event loop alone (no start-up, no final sampling)
 
 
 class Orchestrator:
-    """Owns the virtual clock, the event heap and job bookkeeping; talks to actors through refs only."""
+    """Owns the virtual clock, the event heap and job bookkeeping."""
 
-    def __init__(self, cfg: Config, profiles: list[ClientProfile], parts: list[np.ndarray], pool: ActorPool,
-                 server: Any, evaluator: Any, x0_ref: Any, vector_bytes: int,
+    def __init__(self, cfg: Config, profiles: list[ClientProfile], parts: list[np.ndarray],
+                 availability: Availability, executor: Executor, x0_handle: Any, vector_bytes: int,
                  on_progress: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
         self.cfg = cfg
         self.profiles = profiles
         self.parts = parts
-        self.pool = pool
-        self.server = server
-        self.evaluator = evaluator
+        self.avail = availability
+        self.ex = executor
         self.vector_bytes = vector_bytes
         self.on_progress = on_progress or (lambda info: None)
-        self.sync = cfg.strategy.name == "fedavg"
-        self.needs_base = cfg.strategy.name == "fedasync"
-        self.width = cfg.strategy.clients_per_round if self.sync else cfg.strategy.concurrency
+        st = cfg.strategy
+        self.sync = st.name == "fedavg"
+        self.needs_base = st.name == "fedasync"
+        self.width = math.ceil(st.clients_per_round * (1 + st.over_selection)) if self.sync else st.concurrency
         self.select_rng = np.random.default_rng([cfg.seed, 2])
         self.plan_rng = np.random.default_rng([cfg.seed, 3])
         self.idle = IdleSet(len(profiles))
-        self.queue: EventQueue[Job] = EventQueue()
+        tr = cfg.train
+        self.steps = [steps_for(len(p), tr.batch_size, tr.local_steps, tr.local_epochs) for p in parts]
+        self.queue: EventQueue[Any] = EventQueue()
+        self.inflight: dict[int, Job] = {}
         self.rows: dict[int, dict[str, Any]] = {}
         self.pending_rows: dict[int, dict[str, Any]] = {}  # buffered in the server, not yet in a version
         self.version = 0
         self.now = 0.0
-        self.current_ref = x0_ref
-        self.version_refs: dict[int, Any] = {0: x0_ref}  # bases still referenced by in-flight jobs
+        self.current = x0_handle
+        self.handles: dict[int, Any] = {0: x0_handle}  # versions that in-flight jobs started from
         self.base_count: dict[int, int] = {}
         self.next_job = 0
-        self.round_open = 0
-        self.eval_refs: list[Any] = []
-        self.sample_refs: list[tuple[int, Any]] = []
+        self.round = 0
+        self.round_received = 0
+        self.wake_at: Optional[float] = None
         self.recent_loss: list[float] = []
         self.counts = dict(applied=0, dropped=0, failed=0, rejected=0)
         self.active: Optional[Job] = None  # popped, not yet settled (matters on Ctrl-C)
 
-    # ------------------------------------------------------------------ dispatch
-    def _dispatch(self) -> None:
-        client = self.idle.pick(self.select_rng)
+    # ------------------------------------------------------------------ selection and dispatch
+    def _pick_online(self) -> Optional[int]:
+        """A uniformly chosen idle client that is online now, or None (then a Wake is scheduled)."""
+        tried: list[int] = []
+        found = None
+        n = len(self.idle)
+        for _ in range(min(n, 32)):  # rejection sampling: uniform over online idle clients
+            c = self.idle.pick(self.select_rng)
+            if self.avail.is_on(c, self.now):
+                found = c
+                break
+            tried.append(c)
+        for c in tried:
+            self.idle.release(c)
+        if found is not None or len(tried) == n:
+            return found
+        skip = set(tried)  # many offline: scan the rest exactly (rare, O(idle))
+        online = [c for c in self.idle.items() if c not in skip and self.avail.is_on(c, self.now)]
+        if online:
+            c = online[int(self.select_rng.integers(len(online)))]
+            self.idle.take(c)
+            return c
+        return None
+
+    def _schedule_wake(self) -> None:
+        """Wake at the earliest time an idle client comes online; a sooner wake replaces a pending later one."""
+        if not len(self.idle):
+            return
+        t = max(min(self.avail.next_on(c, self.now) for c in self.idle.items()), self.now)
+        if self.wake_at is not None and self.wake_at <= t:
+            return
+        self.wake_at = t
+        self.queue.push(t, Wake())
+
+    def _dispatch(self, client: int) -> None:
         n = len(self.parts[client])
-        steps = steps_for(n, self.cfg.train.batch_size, self.cfg.train.local_steps, self.cfg.train.local_epochs)
-        samples = steps * self.cfg.train.batch_size
-        plan = plan_job(self.profiles[client], samples, self.vector_bytes, self.vector_bytes, self.plan_rng)
+        tr = self.cfg.train
+        steps = self.steps[client]
+        samples = steps * tr.batch_size
+        offline_after = self.avail.on_until(client, self.now) - self.now
+        plan = plan_job(self.profiles[client], samples, self.vector_bytes, self.vector_bytes, self.plan_rng,
+                        jitter=self.cfg.clients.speed.jitter, offline_after=offline_after)
         job_id = self.next_job
         self.next_job += 1
-        seed = int(np.random.SeedSequence([self.cfg.seed, 1, job_id]).generate_state(1, np.uint64)[0] >> 1)
-        spec = JobSpec(job_id, client, seed, self.parts[client], steps, self.cfg.train.batch_size)
-        job = Job(spec, plan, self.version, self.now)
+        seed = job_seed(self.cfg.seed, job_id)
+        spec = JobSpec(job_id, client, seed, self.parts[client], steps, tr.batch_size)
+        job = Job(spec, plan, self.version, self.now, self.round)
         job.row = dict(job_id=job_id, client_id=client, actor="", node_id="", dispatch_vtime=self.now,
-                       finish_vtime=self.now + plan.end_s, status="", reason=plan.failure_reason,
+                       finish_vtime=self.now + plan.end_s, status="", failure_reason=plan.failure_reason,
                        base_version=self.version, applied_version=None, staleness=None, num_samples=n,
                        samples_trained=samples, train_loss=math.nan, wall_seconds=math.nan,
                        download_s=plan.download_s, compute_s=plan.compute_s, upload_s=plan.upload_s,
-                       upload_bytes=self.vector_bytes, download_bytes=self.vector_bytes)
-        if not plan.fails:  # a job doomed to drop out is not trained for real: its result is never used
-            job.ticket = self.pool.submit(spec, self.current_ref)
+                       download_bytes=self.vector_bytes, upload_bytes=self.vector_bytes)
+        if not plan.fails:  # a job doomed to fail is not trained for real: its result is never used
+            job.ticket = self.ex.train(spec, self.current)
             self.base_count[self.version] = self.base_count.get(self.version, 0) + 1
+        self.inflight[job_id] = job
         self.queue.push(self.now + plan.end_s, job)
 
     def _refill(self) -> None:
         if self.sync:
-            if self.round_open == 0:
-                k = min(self.width, len(self.idle))
-                for _ in range(k):
-                    self._dispatch()
-                self.round_open = k
+            if self.inflight:
+                return
+            picked = []
+            while len(picked) < self.width and len(self.idle):
+                c = self._pick_online()
+                if c is None:
+                    break
+                picked.append(c)
+            if not picked:
+                self._schedule_wake()
+                return
+            self.round += 1
+            self.round_received = 0
+            for c in picked:
+                self._dispatch(c)
+            if self.cfg.strategy.deadline_s is not None:
+                self.queue.push(self.now + self.cfg.strategy.deadline_s, Deadline(self.round))
             return
-        while len(self.queue) < self.width and len(self.idle):
-            self._dispatch()
+        while len(self.inflight) < self.width and len(self.idle):
+            c = self._pick_online()
+            if c is None:
+                self._schedule_wake()
+                return
+            self._dispatch(c)
 
-    # ------------------------------------------------------------------ results
-    def _release_base(self, base_version: int) -> None:
-        c = self.base_count[base_version] - 1
+    # ------------------------------------------------------------------ settling
+    def _release_base(self, job: Job) -> None:
+        v = job.base_version
+        c = self.base_count[v] - 1
         if c:
-            self.base_count[base_version] = c
+            self.base_count[v] = c
             return
-        del self.base_count[base_version]
-        if base_version != self.version:
-            self.version_refs.pop(base_version, None)
+        del self.base_count[v]
+        if v != self.version:
+            self.handles.pop(v, None)
 
-    def _final(self, row: dict[str, Any], status: str, reason: str = "") -> None:
+    def _final(self, job: Job, status: str, reason: str = "") -> None:
+        row = job.row
         row["status"] = status
         if reason:
-            row["reason"] = reason
+            row["failure_reason"] = reason
         self.counts[status] += 1
         self.rows[row["job_id"]] = row
 
-    def _finish(self, job: Job) -> None:
-        row = job.row
+    def _leave(self, job: Job) -> None:
+        """The job no longer occupies its client."""
+        del self.inflight[job.spec.job_id]
         self.idle.release(job.spec.client_id)
-        if job.ticket is None:
-            self._final(row, "dropped")
-            return
-        self.pool.done(job.ticket)
-        try:
-            metrics = ray.get(job.ticket.metrics_ref)
-        except _ACTOR_LOST as exc:
-            self._release_base(job.base_version)
-            self.pool.replace(job.ticket)
-            self._final(row, "failed", f"actor_lost: {type(exc).__name__}")
-            return
-        except RayTaskError as exc:
-            raise RaydiffError(f"a client job raised an error, so the run stops:\n{exc}") from None
-        row.update(actor=metrics["actor"], node_id=metrics["node_id"], train_loss=metrics["train_loss"],
-                   wall_seconds=metrics["wall_seconds"])
-        self.recent_loss = (self.recent_loss + [metrics["train_loss"]])[-20:]
-        base_ref = self.version_refs[job.base_version] if self.needs_base else None
-        out_ref, vec_ref = self.server.submit.options(num_returns=2).remote(
-            job.spec.job_id, job.spec.client_id, job.base_version, len(job.spec.indices), job.ticket.delta_ref,
-            base_ref)
-        out = ray.get(out_ref)
-        self._release_base(job.base_version)
-        row["staleness"] = out["staleness"]
-        if out["status"] == "rejected":
-            self._final(row, "rejected", out["reason"])
-        else:
-            self.pending_rows[job.spec.job_id] = row
-        self._after_server(out, vec_ref)
 
-    def _after_server(self, out: dict[str, Any], vec_ref: Any) -> None:
-        """Mark the jobs a new version absorbed as applied, adopt the new vector, schedule evaluations."""
+    def _settle(self, job: Job) -> None:
+        self._leave(job)
+        if job.ticket is None:
+            self._final(job, "dropped" if job.plan.failure_reason.startswith("dropout") else "failed")
+            return
+        try:
+            metrics = self.ex.result(job.ticket)
+        except ActorLost as exc:
+            self._release_base(job)
+            self._final(job, "failed", f"actor_lost: {exc}")
+            return
+        job.row.update({k: metrics[k] for k in ("actor", "node_id", "train_loss", "wall_seconds") if k in metrics})
+        if "train_loss" in metrics:
+            self.recent_loss = (self.recent_loss + [metrics["train_loss"]])[-20:]
+        base = self.handles[job.base_version] if self.needs_base else None
+        out, handle = self.ex.submit(job.spec, job.base_version, job.ticket, base)
+        self._release_base(job)
+        job.row["staleness"] = out["staleness"]
+        if out["status"] == "rejected":
+            self._final(job, "rejected", out["reason"])
+        else:
+            self.pending_rows[job.spec.job_id] = job
+            self.round_received += 1
+        self._adopt(out, handle)
+
+    def _adopt(self, out: dict[str, Any], handle: Any) -> None:
+        """Mark the jobs a new version absorbed as applied, adopt its handle, schedule evaluations."""
         if out["version"] == self.version:
             return
         if self.base_count.get(self.version, 0) == 0:
-            self.version_refs.pop(self.version, None)
+            self.handles.pop(self.version, None)
         self.version = out["version"]
-        self.current_ref = vec_ref
-        self.version_refs[self.version] = vec_ref
+        self.current = handle
+        self.handles[self.version] = handle
         for jid in out["applied_jobs"]:
-            row = self.pending_rows.pop(jid)
-            row["applied_version"] = self.version
-            self._final(row, "applied")
-        if self.version % self.cfg.eval.every_versions == 0:
-            self.eval_refs.append(self.evaluator.evaluate.remote(self.version, self.now, vec_ref))
-        every = self.cfg.eval.sample_every_versions
-        if every and self.version % every == 0:
-            self.sample_refs.append((self.version, self.evaluator.sample.remote(
-                vec_ref, self.cfg.eval.num_samples, self.cfg.seed)))
+            job = self.pending_rows.pop(jid)
+            job.row["applied_version"] = self.version
+            self._final(job, "applied")
+        ev = self.cfg.eval
+        if self.version % ev.every_versions == 0:
+            self.ex.evaluate(self.version, self.now, handle)
+        if ev.sample_every_versions and self.version % ev.sample_every_versions == 0:
+            self.ex.sample(self.version, handle)
         self.on_progress(dict(version=self.version, vtime=self.now,
                               loss=float(np.mean(self.recent_loss)) if self.recent_loss else math.nan,
                               **self.counts))
 
-    def _close_round(self) -> None:
-        out_ref, vec_ref = self.server.end_round.options(num_returns=2).remote()
-        self._after_server(ray.get(out_ref), vec_ref)
+    def _close_round(self, reason: str) -> None:
+        """End a synchronous round now: jobs still out are discarded with ``reason``; aggregate."""
+        for job in list(self.inflight.values()):
+            self._leave(job)
+            if job.ticket is not None:
+                self.ex.discard(job.ticket)
+                self._release_base(job)
+            self._final(job, "rejected", reason)
+        out, handle = self.ex.end_round()
+        self._adopt(out, handle)
 
     # ------------------------------------------------------------------ loop
     def _done(self) -> bool:
@@ -205,29 +289,42 @@ class Orchestrator:
             return True
         return r.max_vtime is not None and len(self.queue) > 0 and self.queue.peek_time() > r.max_vtime
 
+    def _step(self) -> None:
+        self.now, item = self.queue.pop()
+        if isinstance(item, Wake):
+            if self.wake_at == self.now:  # else a stale, superseded wake: a harmless refill
+                self.wake_at = None
+        elif isinstance(item, Deadline):
+            if item.round == self.round and self.inflight:
+                self._close_round("deadline")
+        elif item.spec.job_id in self.inflight:  # else: discarded when its round closed
+            self.active = item
+            self._settle(item)
+            self.active = None
+            if self.sync and self.inflight and self.round_received >= self.cfg.strategy.clients_per_round:
+                self._close_round("over_selected")
+            elif self.sync and not self.inflight:
+                out, handle = self.ex.end_round()
+                self._adopt(out, handle)
+        if not self._done():
+            self._refill()
+
     def run(self) -> LoopResult:
+        t0 = time.perf_counter()
         interrupted = False
-        self.eval_refs.append(self.evaluator.evaluate.remote(0, 0.0, self.current_ref))
+        self.ex.evaluate(0, 0.0, self.current)
         try:
             self._refill()
             while len(self.queue) and not self._done():
-                self.now, self.active = self.queue.pop()
-                self._finish(self.active)
-                self.active = None
-                if self.sync:
-                    self.round_open -= 1
-                    if self.round_open == 0:
-                        self._close_round()
-                if not self._done():
-                    self._refill()
+                self._step()
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted: writing a consistent run folder for version %d", self.version)
         self._wind_down(interrupted)
         if self.version % self.cfg.eval.every_versions:
-            self.eval_refs.append(self.evaluator.evaluate.remote(self.version, self.now, self.current_ref))
+            self.ex.evaluate(self.version, self.now, self.current)
         return LoopResult([self.rows[k] for k in sorted(self.rows)], self.version, self.now, interrupted,
-                          self.current_ref, self.eval_refs, self.sample_refs, self.pool.replaced)
+                          self.current, self.ex.replaced, time.perf_counter() - t0)
 
     def _wind_down(self, interrupted: bool) -> None:
         """Give every dispatched job its one final status: in flight -> rejected; buffered -> rejected."""
@@ -235,17 +332,18 @@ class Orchestrator:
         if self.active is not None:
             jid = self.active.spec.job_id
             if jid not in self.rows and jid not in self.pending_rows:
-                self._final(self.active.row, "rejected", reason)
-        for _, job in self.queue.drain():
-            self.idle.release(job.spec.client_id)
+                self.inflight.pop(jid, None)
+                self._final(self.active, "rejected", reason)
+        for job in sorted(self.inflight.values(), key=lambda j: j.spec.job_id):
             if job.ticket is not None:
-                ray.cancel(job.ticket.metrics_ref, force=False)
-            self._final(job.row, "rejected", reason)
+                self.ex.discard(job.ticket)
+            self._final(job, "rejected", reason)
+        self.inflight.clear()
+        self.queue.drain()
         try:
-            leftover = ray.get(self.server.discard_pending.remote())
+            leftover = self.ex.discard_pending()
         except KeyboardInterrupt:
             leftover = list(self.pending_rows)
-        for jid in leftover:
-            self._final(self.pending_rows.pop(jid), "rejected", "buffer_unflushed")
-        for jid in list(self.pending_rows):  # defensive: nothing may stay without a final status
-            self._final(self.pending_rows.pop(jid), "rejected", "buffer_unflushed")
+        for jid in list(leftover) + list(self.pending_rows):  # the second list is a safety net
+            if jid in self.pending_rows:
+                self._final(self.pending_rows.pop(jid), "rejected", "buffer_unflushed")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,15 +29,17 @@ class ActorPool:
         self.cfg = cfg
         self.images_ref = images_ref
         self.cls = ray.remote(ClientWorker)
+        self.tag = f"raydiff-{uuid.uuid4().hex[:8]}"  # actor names: findable (ray list actors), unique per run
         self.actors = [self._spawn(i) for i in range(size)]
         self.load = [0] * size
         self.generation = [0] * size
         self.replaced = 0
 
-    def _spawn(self, slot: int):
+    def _spawn(self, slot: int, generation: int = 0):
         c = self.cfg.clients
-        return self.cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus, max_restarts=0,
-                                max_task_retries=0).remote(self.cfg, self.images_ref, f"client-actor-{slot}")
+        return self.cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus, max_restarts=0, max_task_retries=0,
+                                name=f"{self.tag}-client-{slot}-g{generation}").remote(
+            self.cfg, self.images_ref, f"client-actor-{slot}")
 
     def wait_ready(self) -> list[str]:
         """Block until every actor has built its model; returns their node ids."""
@@ -61,8 +64,8 @@ class ActorPool:
             ray.kill(self.actors[t.slot], no_restart=True)
         except Exception:  # noqa: BLE001 - it is already gone
             pass
-        self.actors[t.slot] = self._spawn(t.slot)
         self.generation[t.slot] += 1
+        self.actors[t.slot] = self._spawn(t.slot, self.generation[t.slot])
         self.load[t.slot] = 0
         self.replaced += 1
 

@@ -17,14 +17,24 @@ class IdleSet:
 
     def pick(self, rng: np.random.Generator) -> int:
         """Remove and return a uniformly chosen idle client."""
-        i = int(rng.integers(len(self._items)))
-        c = self._items[i]
+        c = self._items[int(rng.integers(len(self._items)))]
+        self.take(c)
+        return c
+
+    def items(self) -> list[int]:
+        """The idle clients, in the set's internal (deterministic) order."""
+        return list(self._items)
+
+    def take(self, client: int) -> None:
+        """Remove a specific idle client (chosen by the caller)."""
+        i = self._pos[client]
+        if i == -1:
+            raise ValueError(f"client {client} is not idle")
         last = self._items.pop()
-        if last != c:
+        if last != client:
             self._items[i] = last
             self._pos[last] = i
-        self._pos[c] = -1
-        return c
+        self._pos[client] = -1
 
     def release(self, client: int) -> None:
         if self._pos[client] != -1:

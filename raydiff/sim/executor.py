@@ -1,0 +1,80 @@
+"""What the orchestrator needs from the world that trains and aggregates, so that it never imports Ray.
+
+``RayExecutor`` (sim/ray_executor.py) trains on actors; ``DryExecutor`` (here) trains nothing: it runs
+the real ParameterServer and strategy on EMPTY vectors, so versions, buffers and staleness follow
+exactly the rules of a real run at the cost of a few list operations per event.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol
+
+import numpy as np
+
+from ..actors import JobSpec, ParameterServer
+from ..strategies import Strategy
+
+
+class ActorLost(Exception):
+    """The actor that held a job died; the job counts as failed at its virtual time."""
+
+
+class Executor(Protocol):
+    replaced: int
+
+    def train(self, spec: JobSpec, base: Any) -> Any:
+        """Start a job from the model behind handle ``base``; return a ticket at once."""
+
+    def discard(self, ticket: Any) -> None:
+        """The job's result will never be used (run stopped, round closed without it)."""
+
+    def result(self, ticket: Any) -> dict[str, Any]:
+        """The job's metrics, waiting for them if needed. Raises ActorLost."""
+
+    def submit(self, spec: JobSpec, base_version: int, ticket: Any, base: Optional[Any]) -> tuple[dict, Any]:
+        """Hand the job's update to the server: (outcome, handle of the new version or None)."""
+
+    def end_round(self) -> tuple[dict, Any]:
+        """Close a synchronous round: (outcome, handle of the new version or None)."""
+
+    def discard_pending(self) -> list[int]:
+        """Job ids buffered in the server that will never reach a version."""
+
+    def evaluate(self, version: int, vtime: float, handle: Any) -> None:
+        """Schedule an evaluation of a version; must not block training."""
+
+    def sample(self, version: int, handle: Any) -> None:
+        """Schedule a sample grid of a version."""
+
+
+class DryExecutor:
+    """No training, no Ray: every job "succeeds" with an empty update; the server logic is the real one."""
+
+    def __init__(self, strategy: Strategy) -> None:
+        self.server = ParameterServer(np.zeros(0, np.float32), strategy)
+        self.empty = np.zeros(0, np.float32)
+        self.replaced = 0
+
+    def train(self, spec: JobSpec, base: Any) -> Any:
+        return spec.job_id
+
+    def discard(self, ticket: Any) -> None:
+        pass
+
+    def result(self, ticket: Any) -> dict[str, Any]:
+        return {}
+
+    def submit(self, spec: JobSpec, base_version: int, ticket: Any, base: Optional[Any]) -> tuple[dict, Any]:
+        return self.server.submit(spec.job_id, spec.client_id, base_version, len(spec.indices), self.empty,
+                                  self.empty if self.server.strategy.needs_base else None)
+
+    def end_round(self) -> tuple[dict, Any]:
+        return self.server.end_round()
+
+    def discard_pending(self) -> list[int]:
+        return self.server.discard_pending()
+
+    def evaluate(self, version: int, vtime: float, handle: Any) -> None:
+        pass
+
+    def sample(self, version: int, handle: Any) -> None:
+        pass
