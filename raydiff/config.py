@@ -163,6 +163,7 @@ class TrainConfig:
     local_epochs: Optional[float] = None
     batch_size: int = 32
     lr: float = 2e-3
+    prox_mu: float = 0.0  # FedProx: proximal term mu/2 ||w - w_global||^2
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
@@ -174,6 +175,7 @@ class TrainConfig:
             _require(self.local_epochs > 0, "train.local_epochs", f"must be > 0, got {self.local_epochs}")
         _require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _require(self.prox_mu >= 0, "train.prox_mu", f"must be >= 0, got {self.prox_mu}")
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,36 @@ class StalenessConfig:
 
 
 @dataclass(frozen=True)
+class DPConfig:
+    """Client-level differential privacy (DP-FedAvg, McMahan et al. 2018): clip each update, noise each sum."""
+
+    enabled: bool = False
+    clip_norm: float = 1.0  # C: every update is clipped to this L2 norm
+    noise_multiplier: float = 1.0  # sigma: Gaussian noise of std sigma*C is added to each aggregated sum
+    delta: float = 1e-5  # the delta of the (epsilon, delta) reported per evaluation
+
+    def __post_init__(self) -> None:
+        _require(self.clip_norm > 0, "strategy.dp.clip_norm", f"must be > 0, got {self.clip_norm}")
+        _require(self.noise_multiplier >= 0, "strategy.dp.noise_multiplier",
+                 f"must be >= 0, got {self.noise_multiplier}")
+        _require(0 < self.delta < 1, "strategy.dp.delta", f"must be in (0, 1), got {self.delta}")
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """What clients upload: the float32 delta, or a compressed form (the bytes feed the network model)."""
+
+    name: Literal["none", "fp16", "int8", "topk"] = "none"
+    fraction: float = 0.01  # topk: share of entries kept (the rest carried as error feedback)
+    chunk: int = 4096  # int8: values per scale
+    partial: tuple[str, ...] = ()  # exchange only these UNet parts, e.g. [up_blocks, conv_norm_out, conv_out]
+
+    def __post_init__(self) -> None:
+        _require(0 < self.fraction <= 1, "strategy.compression.fraction", f"must be in (0, 1], got {self.fraction}")
+        _require(self.chunk >= 1, "strategy.compression.chunk", f"must be >= 1, got {self.chunk}")
+
+
+@dataclass(frozen=True)
 class StrategyConfig:
     """Server aggregation. Fields not used by the chosen strategy are ignored."""
 
@@ -203,6 +235,17 @@ class StrategyConfig:
     staleness_exponent: float = 0.5  # fedbuff: weight 1/(1+s)^p
     alpha: float = 0.6  # fedasync mixing weight
     staleness: StalenessConfig = field(default_factory=StalenessConfig)
+    max_staleness: Optional[int] = None  # fedasync, fedbuff: staler updates are rejected
+    server_optimizer: Literal["sgd", "fedavgm", "fedadagrad", "fedadam", "fedyogi"] = "sgd"  # fedavg, fedbuff
+    server_momentum: float = 0.9  # fedavgm
+    server_beta1: float = 0.9  # fedadam, fedyogi
+    server_beta2: float = 0.99  # fedadagrad, fedadam, fedyogi
+    server_tau: float = 1e-3  # adaptivity (Reddi et al. 2021)
+    norm_bound: Optional[float] = None  # updates with a larger L2 norm are clipped or rejected
+    norm_mode: Literal["clip", "reject"] = "clip"
+    ema_decay: Optional[float] = None  # keep an EMA of the global model on the server (DDPM practice)
+    dp: DPConfig = field(default_factory=DPConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
 
     def __post_init__(self) -> None:
         _require(self.concurrency >= 1, "strategy.concurrency", f"must be >= 1, got {self.concurrency}")
@@ -216,6 +259,20 @@ class StrategyConfig:
         _require(self.staleness_exponent >= 0, "strategy.staleness_exponent",
                  f"must be >= 0, got {self.staleness_exponent}")
         _require(0 < self.alpha <= 1, "strategy.alpha", f"must be in (0, 1], got {self.alpha}")
+        _require(self.max_staleness is None or self.max_staleness >= 0, "strategy.max_staleness",
+                 f"must be >= 0 (or null), got {self.max_staleness}")
+        _require(0 <= self.server_momentum < 1, "strategy.server_momentum", f"must be in [0, 1), got {self.server_momentum}")
+        _require(0 <= self.server_beta1 < 1 and 0 <= self.server_beta2 < 1, "strategy.server_beta1",
+                 f"server_beta1 and server_beta2 must be in [0, 1), got {self.server_beta1}, {self.server_beta2}")
+        _require(self.server_tau > 0, "strategy.server_tau", f"must be > 0, got {self.server_tau}")
+        _require(self.norm_bound is None or self.norm_bound > 0, "strategy.norm_bound",
+                 f"must be > 0 (or null), got {self.norm_bound}")
+        _require(self.ema_decay is None or 0 < self.ema_decay < 1, "strategy.ema_decay",
+                 f"must be in (0, 1) (or null), got {self.ema_decay}")
+        _require(not (self.name == "fedasync" and self.server_optimizer != "sgd"), "strategy.server_optimizer",
+                 "server optimizers apply to aggregated updates: use fedavg or fedbuff, or server_optimizer: sgd")
+        _require(not (self.name == "fedasync" and self.dp.enabled), "strategy.dp.enabled",
+                 "client-level DP noises an aggregate of several updates: use fedavg or fedbuff")
 
 
 @dataclass(frozen=True)
@@ -227,6 +284,7 @@ class EvalConfig:
     num_samples: int = 64
     sample_every_versions: int = 0  # 0: a grid of the final model only
     judge: bool = True  # digits only: score samples with a classifier trained on real digits
+    export_ema: bool = True  # with strategy.ema_decay: model/ and the final samples use the EMA weights
 
     def __post_init__(self) -> None:
         _require(self.every_versions >= 1, "eval.every_versions", f"must be >= 1, got {self.every_versions}")

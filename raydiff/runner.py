@@ -19,7 +19,8 @@ from .config_load import dump_yaml, load_config
 from .data import load_dataset, partition, split_holdout
 from .errors import ConfigError
 from .hetero import class_share, make_availability, sample_profiles
-from .model import FlatModel, build_scheduler, build_unet, count_params, model_sha256
+from .exchange import make_exchange
+from .model import FlatModel, build_scheduler, build_unet, model_sha256
 from .outputs import save_pipeline, write_events, write_evals, write_grid, write_json
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,17 @@ def run(config: "str | Path | Mapping | Config | None" = None, overrides: Iterab
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
     write_partition(out_dir, parts, train.labels, max(ds.num_classes, 1))
+    size, channels = train.images.shape[-1], train.images.shape[1]
+    x0 = FlatModel(build_unet(cfg.model, size, channels, seed=cfg.seed))  # the initial global model
+    exchange = make_exchange(cfg, x0.module)
     if cfg.run.dry_run:
-        return _dry_run(cfg, train.images.shape, profiles, parts, availability, out_dir, progress, wall0, callback)
+        return _dry_run(cfg, x0.size, exchange, profiles, parts, availability, out_dir, progress, wall0, callback)
     from .session import Session  # imports Ray: only once the input is known to be good
 
-    with Session(cfg, train.images, held.images) as session:
+    with Session(cfg, train.images, held.images, x0.vector(), exchange) as session:
         loop = session.run(profiles, parts, availability, progress, callback)
         tail = session.collect(loop)
-    final = tail["vector"]
+    final, exported = tail["vector"], tail["exported"]
     (out_dir / "samples").mkdir(exist_ok=True)
     for version, images in tail["grids"]:
         write_grid(out_dir / "samples" / f"v{version:06d}.png", images)
@@ -83,13 +87,14 @@ def run(config: "str | Path | Mapping | Config | None" = None, overrides: Iterab
     real = held.images[np.random.default_rng([cfg.seed, 7]).permutation(len(held.images))[:cfg.eval.num_samples]]
     write_grid(out_dir / "samples" / "real.png", real)  # held-out real images, to compare by eye
     write_events(out_dir / "events.parquet", loop.rows)
-    write_evals(out_dir / "evals.parquet", tail["evals"])
-    unet = build_unet(cfg.model, train.images.shape[-1], train.images.shape[1])
-    FlatModel(unet).load(final)
-    save_pipeline(out_dir / "model", unet, build_scheduler(cfg.model))
+    write_evals(out_dir / "evals.parquet", add_privacy(cfg, tail["evals"]))
+    x0.load(exported)
+    save_pipeline(out_dir / "model", x0.module, build_scheduler(cfg.model))
     summary = _summary(cfg, loop, wall0)
     summary.update(model_sha256=model_sha256(final), num_params=int(final.size), actors=session.num_actors,
-                   final_heldout_loss=tail["evals"][-1]["heldout_loss"] if tail["evals"] else None, **tail["judge"])
+                   final_heldout_loss=tail["evals"][-1]["heldout_loss"] if tail["evals"] else None,
+                   exported_model="ema" if exported is not final else "global",
+                   ema_sha256=model_sha256(tail["ema"]) if tail["ema"] is not None else None, **tail["judge"])
     write_json(out_dir / "summary.json", summary)
     log.info("run folder: %s", out_dir)
     return RunResult(out_dir, summary)
@@ -104,7 +109,31 @@ def write_partition(out_dir: Path, parts, labels: np.ndarray, num_classes: int) 
     plot_partition(table, out_dir / "partition.png")
 
 
-def _dry_run(cfg: Config, shape: tuple, profiles, parts, availability, out_dir: Path, progress: bool,
+def add_privacy(cfg: Config, evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """With client-level DP, each evaluation row gets the (epsilon, delta) spent up to its version.
+
+    Each version is one Gaussian-mechanism step over a sample of clients; the sampling rate is
+    (updates per version) / clients, the usual DP-FedAvg accounting (Poisson sampling assumed; async
+    arrival is not exactly that, so read epsilon as the standard estimate, not a proof).
+    """
+    dp = cfg.strategy.dp
+    if not dp.enabled:
+        return evals
+    from .strategies import PrivacyAccountant
+
+    st = cfg.strategy
+    per_version = st.buffer_size if st.name == "fedbuff" else st.clients_per_round
+    q = min(1.0, per_version / cfg.clients.num_clients)
+    out = []
+    for row in sorted(evals, key=lambda r: r["version"]):
+        acc = PrivacyAccountant(dp.noise_multiplier, q)
+        acc.step(row["version"])
+        eps = acc.epsilon(dp.delta) if row["version"] else 0.0
+        out.append(dict(row, epsilon=eps, delta=dp.delta))
+    return out
+
+
+def _dry_run(cfg: Config, size: int, exchange, profiles, parts, availability, out_dir: Path, progress: bool,
              wall0: float, callback) -> RunResult:
     """Schedule without training: the real strategy on empty vectors, the real update size in bytes."""
     from .progress import Progress, chain
@@ -112,17 +141,18 @@ def _dry_run(cfg: Config, shape: tuple, profiles, parts, availability, out_dir: 
     from .sim.orchestrator import Orchestrator
     from .strategies import make_strategy
 
-    vector_bytes = 4 * count_params(cfg.model, shape[-1], shape[1])
     bar = Progress(cfg, enabled=progress)
+    strategy = make_strategy(cfg.strategy, np.random.default_rng([cfg.seed, 9]))
     try:
-        loop = Orchestrator(cfg, profiles, parts, availability, DryExecutor(make_strategy(cfg.strategy)), None,
-                            vector_bytes, on_progress=chain(bar, callback)).run()
+        loop = Orchestrator(cfg, profiles, parts, availability, DryExecutor(strategy), None,
+                            exchange.down_bytes(size), exchange.up_bytes(size), on_progress=chain(bar, callback)).run()
     finally:
         bar.close()
     loop_s = loop.loop_seconds
     write_events(out_dir / "events.parquet", loop.rows)
     summary = _summary(cfg, loop, wall0)
-    summary.update(dry_run=True, model_sha256=None, vector_bytes=vector_bytes,
+    summary.update(dry_run=True, model_sha256=None, vector_bytes=4 * size, num_params=size,
+                   upload_bytes=exchange.up_bytes(size), download_bytes=exchange.down_bytes(size),
                    events_per_second=len(loop.rows) / loop_s if loop_s > 0 else None)
     write_json(out_dir / "summary.json", summary)
     log.info("dry run: %d events in %.2f s (%.0f events/s)", len(loop.rows), loop_s, summary["events_per_second"])

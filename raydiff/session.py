@@ -10,13 +10,13 @@ import ray
 from .actors import Evaluator, ParameterServer
 from .config import Config
 from .hetero import Availability, ClientProfile
-from .model import initial_vector
+from .exchange import Exchange
 from .progress import Progress, chain
 from .ray_setup import init_ray, size_pool
 from .sim.orchestrator import LoopResult, Orchestrator
 from .sim.pool import ActorPool
 from .sim.ray_executor import RayExecutor
-from .strategies import make_strategy
+from .strategies import NormBound, make_strategy
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,11 @@ log = logging.getLogger(__name__)
 class Session:
     """Context manager: everything it started is gone when it exits, even on Ctrl-C or an error."""
 
-    def __init__(self, cfg: Config, train_images: np.ndarray, heldout_images: np.ndarray) -> None:
+    def __init__(self, cfg: Config, train_images: np.ndarray, heldout_images: np.ndarray, x0: np.ndarray,
+                 exchange: Exchange) -> None:
         self.cfg = cfg
+        self.x0 = x0
+        self.exchange = exchange
         self.train_images = train_images
         self.heldout_images = heldout_images
         self.started_ray = False
@@ -36,13 +39,13 @@ class Session:
         self.started_ray = init_ray(self.cfg)
         try:
             self.num_actors = size_pool(self.cfg, ray.cluster_resources())
-            c = self.cfg.clients
-            self.x0 = initial_vector(self.cfg.model, self.train_images.shape[-1], self.train_images.shape[1],
-                                     self.cfg.seed)
+            c, st = self.cfg.clients, self.cfg.strategy
             self.x0_ref = ray.put(self.x0)
             images_ref = ray.put(self.train_images)  # once; every actor maps it zero-copy
+            bound = NormBound(st.norm_bound, st.norm_mode) if st.norm_bound is not None else None
             self.server = ray.remote(ParameterServer).options(num_cpus=0).remote(
-                self.x0_ref, make_strategy(self.cfg.strategy), copy_on_return=False)
+                self.x0_ref, make_strategy(st, np.random.default_rng([self.cfg.seed, 9])), copy_on_return=False,
+                compressor=self.exchange.compressor, norm_bound=bound, ema_decay=st.ema_decay)
             # The evaluator takes one client's GPU share (size_pool reserved it) and no CPU reservation:
             # it is idle most of the time, and must never wait behind busy clients for a slot.
             self.evaluator = ray.remote(Evaluator).options(num_cpus=0, num_gpus=c.num_gpus).remote(
@@ -61,7 +64,8 @@ class Session:
         self.executor = RayExecutor(self.pool, self.server, self.evaluator, self.cfg)
         try:
             orch = Orchestrator(self.cfg, profiles, parts, availability, self.executor, self.x0_ref,
-                                vector_bytes=int(self.x0.nbytes), on_progress=chain(bar, callback))
+                                self.exchange.down_bytes(self.x0.size), self.exchange.up_bytes(self.x0.size),
+                                stateful_clients=self.exchange.stateful, on_progress=chain(bar, callback))
             return orch.run()
         finally:
             bar.close()
@@ -69,7 +73,9 @@ class Session:
     def collect(self, loop: LoopResult) -> dict[str, Any]:
         """Wait for evaluations and sample the final model (the only blocking evaluation work)."""
         vector = ray.get(loop.version_handle)
-        final_ref = self.evaluator.sample.remote(loop.version_handle, self.cfg.eval.num_samples, self.cfg.seed)
+        ema = ray.get(self.server.ema_vector.remote())
+        exported = ema if ema is not None and self.cfg.eval.export_ema else vector
+        final_ref = self.evaluator.sample.remote(exported, self.cfg.eval.num_samples, self.cfg.seed)
         evals = ray.get(self.executor.eval_refs)
         grids = [(v, ray.get(r)) for v, r in self.executor.sample_refs]
         final_samples = ray.get(final_ref)
@@ -79,8 +85,8 @@ class Session:
 
             judge = judge_digits(final_samples)
         by_version = {e["version"]: e for e in evals}  # a version may be asked twice (final == scheduled)
-        return dict(vector=vector, evals=list(by_version.values()), grids=grids, final_samples=final_samples,
-                    judge=judge)
+        return dict(vector=vector, ema=ema, exported=exported, evals=list(by_version.values()), grids=grids,
+                    final_samples=final_samples, judge=judge)
 
     def __exit__(self, *exc: Any) -> None:
         if self.pool is not None:

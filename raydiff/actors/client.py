@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from ..config import Config
 from ..diffusion import batch_stream, train_local
+from ..exchange import make_exchange
 from ..model import FlatModel, build_scheduler, build_unet
 from .device import node_id, setup_torch
 
@@ -33,24 +34,44 @@ class ClientWorker:
         self.device = setup_torch(cfg.clients.num_cpus, cfg.train.device)
         self.images = images
         self.lr = cfg.train.lr
+        self.prox_mu = cfg.train.prox_mu
         self.name = name
         self.fm = FlatModel(build_unet(cfg.model, images.shape[-1], images.shape[1]), self.device)
         self.scheduler = build_scheduler(cfg.model)
+        self.exchange = make_exchange(cfg, self.fm.module)
         self.node = node_id()
 
-    def train(self, job: JobSpec, base: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-        """Train from ``base``; return (metrics, delta = x_local - x_base as float32)."""
+    def train(self, job: JobSpec, base: np.ndarray, state: Optional[dict[str, Any]] = None
+              ) -> tuple[dict[str, Any], Any, Optional[dict[str, Any]]]:
+        """Train from ``base``; return (metrics, payload, the client's new state).
+
+        The payload is the delta x_local - x_start (float32), or its compressed form. ``state`` is
+        what this simulated client kept from its previous job: an error-feedback residual, and with
+        partial exchange its private copy of the parameters that are never sent.
+        """
         t0 = time.perf_counter()
-        self.fm.load(base)
+        state = state or {}
+        ex = self.exchange
+        start = base
+        if ex.mask is not None and state.get("local") is not None:
+            start = np.where(ex.mask, base, state["local"])
+        self.fm.load(start)
         rng = np.random.default_rng(job.seed)
         gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         batches = batch_stream(job.indices, job.batch_size, job.steps, rng)
-        loss, seen = train_local(self.fm, self.scheduler, self.images, batches, self.lr, gen)
-        delta = self.fm.vector()
-        delta -= base
+        loss, seen = train_local(self.fm, self.scheduler, self.images, batches, self.lr, gen, self.prox_mu)
+        local = self.fm.vector()
+        delta = local - start
+        new_state = None
+        if ex.compressor is None:
+            payload = delta
+        else:
+            payload, _, residual = ex.compressor.encode(delta, state.get("residual"))
+            if ex.stateful:
+                new_state = dict(residual=residual, local=local if ex.mask is not None else None)
         metrics = dict(job_id=job.job_id, train_loss=loss, samples_trained=seen, actor=self.name,
                        node_id=self.node, wall_seconds=time.perf_counter() - t0)
-        return metrics, delta
+        return metrics, payload, new_state
 
     def ping(self) -> str:
         return self.node

@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..strategies import Strategy, Update, check_update
+from ..strategies import EMA, Compressor, NormBound, Strategy, Update, check_update
 
 
 class ParameterServer:
@@ -15,20 +15,32 @@ class ParameterServer:
     blob per version, handed to clients by reference without passing through the driver.
     """
 
-    def __init__(self, x0: np.ndarray, strategy: Strategy, copy_on_return: bool = True) -> None:
+    def __init__(self, x0: np.ndarray, strategy: Strategy, copy_on_return: bool = True,
+                 compressor: Optional[Compressor] = None, norm_bound: Optional[NormBound] = None,
+                 ema_decay: Optional[float] = None) -> None:
         """``copy_on_return=False`` under Ray: a returned array is serialised into the object store
-        before the actor runs its next method, so handing out ``self.x`` itself is safe and saves a copy."""
+        before the actor runs its next method, so handing out ``self.x`` itself is safe and saves a copy.
+        ``compressor`` decodes payloads; ``norm_bound`` clips or rejects large updates; ``ema_decay``
+        keeps an exponential moving average of the global model, updated at every version."""
         self.x = np.array(x0, dtype=np.float32, copy=True)
         self.copy_on_return = copy_on_return
+        self.compressor = compressor
+        self.norm_bound = norm_bound
+        self.ema = EMA(ema_decay) if ema_decay is not None else None
+        if self.ema is not None:
+            self.ema.update(self.x)
         self.version = 0
         self.strategy = strategy
         self.buffered_jobs: list[int] = []
 
-    def submit(self, job_id: int, client_id: int, base_version: int, num_samples: int, delta: np.ndarray,
+    def submit(self, job_id: int, client_id: int, base_version: int, num_samples: int, payload: Any,
                base: Optional[np.ndarray] = None) -> tuple[dict[str, Any], Optional[np.ndarray]]:
         staleness = self.version - base_version
         out: dict[str, Any] = dict(job_id=job_id, staleness=staleness, applied_jobs=[], reason="")
+        delta = self.compressor.decode(payload, self.x.size) if self.compressor is not None else payload
         reason = check_update(delta, self.x.size)
+        if reason is None and self.norm_bound is not None:
+            delta, reason = self.norm_bound.apply(delta)
         if reason is not None:
             out.update(status="rejected", reason=reason, version=self.version)
             return out, None
@@ -54,6 +66,8 @@ class ParameterServer:
 
     def _new_version(self, out: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
         self.version += 1
+        if self.ema is not None:
+            self.ema.update(self.x)
         out.update(version=self.version, applied_jobs=self.buffered_jobs)
         self.buffered_jobs = []
         return out, self.x.copy() if self.copy_on_return else self.x
@@ -66,6 +80,9 @@ class ParameterServer:
 
     def vector(self) -> np.ndarray:
         return self.x.copy()
+
+    def ema_vector(self) -> Optional[np.ndarray]:
+        return None if self.ema is None else self.ema.value.copy()
 
     def get_version(self) -> int:
         return self.version

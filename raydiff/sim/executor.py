@@ -21,8 +21,11 @@ class ActorLost(Exception):
 class Executor(Protocol):
     replaced: int
 
-    def train(self, spec: JobSpec, base: Any) -> Any:
-        """Start a job from the model behind handle ``base``; return a ticket at once."""
+    def train(self, spec: JobSpec, base: Any, state: Any = None) -> Any:
+        """Start a job from the model behind handle ``base`` (and the client's ``state``); return a ticket."""
+
+    def state_after(self, ticket: Any) -> Any:
+        """A handle to the client's state once the job is done (kept by the orchestrator per client)."""
 
     def discard(self, ticket: Any) -> None:
         """The job's result will never be used (run stopped, round closed without it)."""
@@ -54,8 +57,11 @@ class DryExecutor:
         self.empty = np.zeros(0, np.float32)
         self.replaced = 0
 
-    def train(self, spec: JobSpec, base: Any) -> Any:
+    def train(self, spec: JobSpec, base: Any, state: Any = None) -> Any:
         return spec.job_id
+
+    def state_after(self, ticket: Any) -> Any:
+        return None
 
     def discard(self, ticket: Any) -> None:
         pass

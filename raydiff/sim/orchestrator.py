@@ -79,14 +79,17 @@ class Orchestrator:
     """Owns the virtual clock, the event heap and job bookkeeping."""
 
     def __init__(self, cfg: Config, profiles: list[ClientProfile], parts: list[np.ndarray],
-                 availability: Availability, executor: Executor, x0_handle: Any, vector_bytes: int,
+                 availability: Availability, executor: Executor, x0_handle: Any, down_bytes: int, up_bytes: int,
+                 stateful_clients: bool = False,
                  on_progress: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
         self.cfg = cfg
         self.profiles = profiles
         self.parts = parts
         self.avail = availability
         self.ex = executor
-        self.vector_bytes = vector_bytes
+        self.down_bytes, self.up_bytes = down_bytes, up_bytes
+        self.stateful = stateful_clients
+        self.client_state: dict[int, Any] = {}  # handles of per-client state (residuals, private weights)
         self.on_progress = on_progress or (lambda info: None)
         st = cfg.strategy
         self.sync = st.name == "fedavg"
@@ -154,7 +157,7 @@ class Orchestrator:
         steps = self.steps[client]
         samples = steps * tr.batch_size
         offline_after = self.avail.on_until(client, self.now) - self.now
-        plan = plan_job(self.profiles[client], samples, self.vector_bytes, self.vector_bytes, self.plan_rng,
+        plan = plan_job(self.profiles[client], samples, self.down_bytes, self.up_bytes, self.plan_rng,
                         jitter=self.cfg.clients.speed.jitter, offline_after=offline_after)
         job_id = self.next_job
         self.next_job += 1
@@ -166,9 +169,9 @@ class Orchestrator:
                        base_version=self.version, applied_version=None, staleness=None, num_samples=n,
                        samples_trained=samples, train_loss=math.nan, wall_seconds=math.nan,
                        download_s=plan.download_s, compute_s=plan.compute_s, upload_s=plan.upload_s,
-                       download_bytes=self.vector_bytes, upload_bytes=self.vector_bytes)
+                       download_bytes=self.down_bytes, upload_bytes=self.up_bytes)
         if not plan.fails:  # a job doomed to fail is not trained for real: its result is never used
-            job.ticket = self.ex.train(spec, self.current)
+            job.ticket = self.ex.train(spec, self.current, self.client_state.get(client))
             self.base_count[self.version] = self.base_count.get(self.version, 0) + 1
         self.inflight[job_id] = job
         self.queue.push(self.now + plan.end_s, job)
@@ -236,6 +239,8 @@ class Orchestrator:
             self._final(job, "failed", f"actor_lost: {exc}")
             return
         job.row.update({k: metrics[k] for k in ("actor", "node_id", "train_loss", "wall_seconds") if k in metrics})
+        if self.stateful:
+            self.client_state[job.spec.client_id] = self.ex.state_after(job.ticket)
         if "train_loss" in metrics:
             self.recent_loss = (self.recent_loss + [metrics["train_loss"]])[-20:]
         base = self.handles[job.base_version] if self.needs_base else None

@@ -21,7 +21,8 @@ class Ticket:
     slot: int
     generation: int
     metrics_ref: Any
-    delta_ref: Any
+    payload_ref: Any
+    state_ref: Any  # the client's state after this job
 
 
 class ActorPool:
@@ -45,11 +46,11 @@ class ActorPool:
         """Block until every actor has built its model; returns their node ids."""
         return ray.get([a.ping.remote() for a in self.actors])
 
-    def submit(self, job: JobSpec, base_ref: Any) -> Ticket:
+    def submit(self, job: JobSpec, base_ref: Any, state_ref: Any = None) -> Ticket:
         slot = min(range(len(self.actors)), key=lambda i: (self.load[i], i))
         self.load[slot] += 1
-        m, d = self.actors[slot].train.options(num_returns=2).remote(job, base_ref)
-        return Ticket(slot, self.generation[slot], m, d)
+        m, p, s = self.actors[slot].train.options(num_returns=3).remote(job, base_ref, state_ref)
+        return Ticket(slot, self.generation[slot], m, p, s)
 
     def done(self, t: Ticket) -> None:
         if self.generation[t.slot] == t.generation:

@@ -28,8 +28,11 @@ class RayExecutor:
     def replaced(self) -> int:
         return self.pool.replaced
 
-    def train(self, spec: JobSpec, base: Any) -> Ticket:
-        return self.pool.submit(spec, base)
+    def train(self, spec: JobSpec, base: Any, state: Any = None) -> Ticket:
+        return self.pool.submit(spec, base, state)
+
+    def state_after(self, ticket: Ticket) -> Any:
+        return ticket.state_ref
 
     def discard(self, ticket: Ticket) -> None:
         self.pool.done(ticket)
@@ -46,7 +49,7 @@ class RayExecutor:
 
     def submit(self, spec: JobSpec, base_version: int, ticket: Ticket, base: Optional[Any]) -> tuple[dict, Any]:
         out_ref, vec_ref = self.server.submit.options(num_returns=2).remote(
-            spec.job_id, spec.client_id, base_version, len(spec.indices), ticket.delta_ref, base)
+            spec.job_id, spec.client_id, base_version, len(spec.indices), ticket.payload_ref, base)
         return ray.get(out_ref), vec_ref
 
     def end_round(self) -> tuple[dict, Any]:
