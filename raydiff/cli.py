@@ -16,13 +16,29 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raydiff", description="Federated DDPM training simulated on Ray actors.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run one scenario and write its run folder")
-    r.add_argument("scenario", help="scenario YAML file")
+    r.add_argument("scenario", nargs="?", help="scenario YAML file")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     r.add_argument("--out", help="run folder (default runs/<name>-<timestamp>)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set strategy.name=fedasync (repeatable)")
     r.add_argument("--address", help="Ray cluster address (same as --set run.address=...)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("-v", "--verbose", action="store_true")
+    w = sub.add_parser("sweep", help="run the cartesian product of a sweep file (skips finished runs)")
+    w.add_argument("sweep", help="sweep YAML file")
+    w.add_argument("--out", help="sweep folder (default: the file's 'out', else runs/<name>)")
+    w.add_argument("--list", action="store_true", help="list the planned runs and whether they are done")
+    rp = sub.add_parser("report", help="one self-contained HTML page from run or sweep folders")
+    rp.add_argument("paths", nargs="+", help="run folders, or folders holding runs (a sweep)")
+    rp.add_argument("--out", default="report.html", help="HTML file to write")
+    rp.add_argument("--title")
+    sm = sub.add_parser("sample", help="sample a PNG grid from a finished run's saved model")
+    sm.add_argument("run_dir", help="run folder (its model/ is loaded; nothing is downloaded)")
+    sm.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    sm.add_argument("--out", default="grid.png", help="PNG file to write (default grid.png)")
+    sm.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm", help="default ddpm")
+    sm.add_argument("--steps", type=int, help="sampling steps (default: all training steps for ddpm, 50 for ddim)")
+    sm.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("bench", help="measure simulator overhead, aggregation cost or engine rate")
     b.add_argument("what", choices=["overhead", "aggregate", "engine"])
     b.add_argument("--actors", type=int, help="overhead: workers/actors (default: CPU count)")
@@ -51,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             overrides = list(args.overrides) + ([f"run.address={args.address}"] if args.address else [])
             progress = not args.no_progress and os.environ.get("RAYDIFF_NO_PROGRESS") != "1"
-            result = run(args.scenario, overrides, out=args.out, progress=progress)
+            if (args.scenario is None) == (args.resume is None):
+                raise RaydiffError("give a scenario file, or --resume RUN_DIR (not both)")
+            result = run(args.scenario, overrides, out=args.out, progress=progress, resume=args.resume)
             s = result.summary
             print(f"run folder: {result.out_dir}")
             print(json.dumps({k: s[k] for k in ("final_version", "updates_applied", "virtual_time",
@@ -60,6 +78,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"dry run: {s['jobs_dispatched']:,} events in {s['loop_seconds']:.2f} s: "
                       f"{s['events_per_second']:,.0f} events/s")
             return 130 if s.get("interrupted") else 0
+        if args.command == "sweep":
+            from .sweep import is_finished, plan, run_sweep
+
+            if args.list:
+                spec, runs = plan(args.sweep, args.out)
+                for r in runs:
+                    print(f"{'done' if is_finished(r, spec['base']) else 'todo'}  {r.out_dir}")
+                return 0
+            records = run_sweep(args.sweep, args.out, progress=os.environ.get("RAYDIFF_NO_PROGRESS") != "1")
+            ran = sum(r["status"] == "ran" for r in records)
+            print(f"sweep: {len(records)} runs, {ran} ran, {len(records) - ran} skipped (already finished)")
+            return 0
+        if args.command == "report":
+            from pathlib import Path
+
+            try:
+                from analysis.report import write_report
+            except ImportError as exc:
+                raise RaydiffError(f"the analysis package is not importable ({exc}); reinstall raydiff") from None
+            try:
+                out = write_report(args.paths, Path(args.out), title=args.title)
+            except ValueError as exc:
+                raise RaydiffError(str(exc)) from None
+            print(f"report: {out}")
+            return 0
+        if args.command == "sample":
+            from .metrics.sampling import sample_run
+
+            out, _ = sample_run(args.run_dir, args.n, args.out, args.sampler, args.steps, args.seed)
+            print(f"samples: {out}")
+            return 0
         if args.command == "bench":
             if args.what == "engine":
                 from .bench.engine import bench_engine

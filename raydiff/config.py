@@ -277,21 +277,42 @@ class StrategyConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Held-out denoising loss every N versions; sample grids; the digit judge for the digits set."""
+    """What the evaluator actor scores, and when (README: "Evaluation").
 
-    every_versions: int = 25
+    Held-out loss is cheap and runs on the version (or virtual-time) schedule; FID-type metrics need
+    samples, so they have their own, sparser schedule and always run on the final version.
+    """
+
+    every_versions: int = 25  # held-out loss every N versions (0: off; version 0 and the final one always)
+    every_vtime: Optional[float] = None  # also: the first version at or after each multiple of this (virtual s)
     num_heldout: int = 128
     num_samples: int = 64
     sample_every_versions: int = 0  # 0: a grid of the final model only
+    sampler: Literal["ddpm", "ddim"] = "ddpm"  # grids, FID samples and the final samples
+    sample_steps: Optional[int] = None  # null: model.num_train_timesteps for ddpm, 50 for ddim
+    fid: bool = True  # domain-judge FID, KID, precision, recall (and Inception FID if weights are given)
+    fid_every_versions: int = 0  # 0: the final version only (FID needs fresh samples: costly)
+    fid_num_samples: Optional[int] = None  # generated samples per FID; null: num_samples
+    inception_weights: Optional[str] = None  # local torch-fidelity InceptionV3 .pth; null: no Inception FID
+    cache_dir: str = "~/.cache/raydiff/judges"  # trained domain judges, keyed by a hash of the training set
     judge: bool = True  # digits only: score samples with a classifier trained on real digits
     export_ema: bool = True  # with strategy.ema_decay: model/ and the final samples use the EMA weights
 
     def __post_init__(self) -> None:
-        _require(self.every_versions >= 1, "eval.every_versions", f"must be >= 1, got {self.every_versions}")
+        _require(self.every_versions >= 0, "eval.every_versions", f"must be >= 0, got {self.every_versions}")
+        _require(self.every_vtime is None or self.every_vtime > 0, "eval.every_vtime",
+                 f"must be > 0 virtual seconds (or null), got {self.every_vtime}")
         _require(self.num_heldout >= 1, "eval.num_heldout", f"must be >= 1, got {self.num_heldout}")
         _require(self.num_samples >= 1, "eval.num_samples", f"must be >= 1, got {self.num_samples}")
         _require(self.sample_every_versions >= 0, "eval.sample_every_versions",
                  f"must be >= 0, got {self.sample_every_versions}")
+        _require(self.sample_steps is None or self.sample_steps >= 1, "eval.sample_steps",
+                 f"must be >= 1 (or null), got {self.sample_steps}")
+        _require(self.fid_every_versions >= 0, "eval.fid_every_versions",
+                 f"must be >= 0 (0: the final version only), got {self.fid_every_versions}")
+        _require(self.fid_num_samples is None or self.fid_num_samples >= 2, "eval.fid_num_samples",
+                 f"must be >= 2 (or null for num_samples), got {self.fid_num_samples}")
+        _require(bool(self.cache_dir), "eval.cache_dir", "must name a folder")
 
 
 @dataclass(frozen=True)
@@ -304,6 +325,8 @@ class RunConfig:
     address: Optional[str] = None  # Ray address; None starts (or reuses) a local Ray on 127.0.0.1
     num_cpus: Optional[int] = None  # local Ray only: CPUs to give it (None: all)
     dry_run: bool = False  # schedule without training: no model compute, no Ray; real update sizes
+    server_node: Optional[str] = None  # node id or IP for the parameter server and evaluator (None: the head)
+    checkpoint_every: Optional[int] = None  # versions between checkpoints (raydiff run --resume DIR continues)
 
     def __post_init__(self) -> None:
         _require(self.max_updates is not None or self.max_vtime is not None, "run.max_updates",
@@ -314,6 +337,8 @@ class RunConfig:
             _require(self.max_vtime > 0, "run.max_vtime", f"must be > 0, got {self.max_vtime}")
         if self.actors is not None:
             _require(self.actors >= 1, "run.actors", f"must be >= 1, got {self.actors}")
+        _require(self.checkpoint_every is None or self.checkpoint_every >= 1, "run.checkpoint_every",
+                 f"must be >= 1 (or null), got {self.checkpoint_every}")
 
 
 @dataclass(frozen=True)

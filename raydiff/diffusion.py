@@ -99,16 +99,50 @@ def heldout_loss(fm: FlatModel, scheduler, images: np.ndarray, t: np.ndarray, no
     return total / n
 
 
+def sampling_scheduler(scheduler, sampler: str = "ddpm", steps: int | None = None):
+    """A FRESH scheduler for sampling, built from the training scheduler's config, its timesteps set.
+
+    Fresh, because ``set_timesteps`` mutates a scheduler and the caller's one also serves the loss.
+    DDIM (Song et al. 2021, eta = 0: deterministic given the initial noise) reuses the DDPM noise
+    schedule through ``DDIMScheduler.from_config``, so the same network samples in ~50 steps instead
+    of num_train_timesteps. ``steps`` None: every training timestep for DDPM, 50 for DDIM.
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    if sampler not in ("ddpm", "ddim"):
+        raise ValueError(f"sampler must be ddpm or ddim, got {sampler!r}")
+    T = scheduler.config.num_train_timesteps
+    steps = steps or (T if sampler == "ddpm" else min(50, T))
+    s = (DDIMScheduler if sampler == "ddim" else DDPMScheduler).from_config(scheduler.config)
+    s.set_timesteps(steps)
+    return s
+
+
 @torch.no_grad()
-def sample(fm: FlatModel, scheduler, n: int, seed: int, num_inference_steps: int | None = None) -> np.ndarray:
-    """Ancestral DDPM sampling; returns (n, C, H, W) float32 in [-1, 1]."""
-    model = fm.module
+def sample_images(model: torch.nn.Module, scheduler, n: int, seed: int, sampler: str = "ddpm",
+                  steps: int | None = None, device: torch.device | str = "cpu", batch_size: int = 256) -> np.ndarray:
+    """Draw ``n`` samples with DDPM (ancestral) or DDIM; returns (n, C, H, W) float32 in [-1, 1].
+
+    One ``torch.Generator`` seeded with ``seed`` drives the initial noise and every DDPM step, so the
+    same (weights, n, seed, sampler, steps) give the same images: evaluations of successive versions
+    use common random numbers, and their differences are the model's, not the noise's.
+    """
     model.eval()
     cfg = model.config
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn((n, cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=g).to(fm.device)
-    scheduler.set_timesteps(num_inference_steps or scheduler.config.num_train_timesteps)
-    for t in scheduler.timesteps:
-        eps = model(x, t.to(fm.device)).sample
-        x = scheduler.step(eps, t, x, generator=g).prev_sample
-    return x.clamp(-1, 1).float().cpu().numpy()
+    sched = sampling_scheduler(scheduler, sampler, steps)
+    out = []
+    for s in range(0, n, batch_size):
+        m = min(batch_size, n - s)
+        x = torch.randn((m, cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=g).to(device)
+        for t in sched.timesteps:
+            eps = model(x, t.to(device)).sample
+            x = sched.step(eps, t, x, generator=g).prev_sample
+        out.append(x.clamp(-1, 1).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def sample(fm: FlatModel, scheduler, n: int, seed: int, num_inference_steps: int | None = None,
+           sampler: str = "ddpm") -> np.ndarray:
+    """:func:`sample_images` for a FlatModel (its module, on its device)."""
+    return sample_images(fm.module, scheduler, n, seed, sampler, num_inference_steps, fm.device)

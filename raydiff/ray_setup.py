@@ -58,3 +58,24 @@ def size_pool(cfg: Config, resources: dict[str, float]) -> int:
                 f"the cluster has {cpus:g} CPUs and {gpus:g} GPUs, room for {fit}")
         return cfg.run.actors
     return max(1, min(c.num_clients, width, fit))
+
+
+def server_placement(cfg: Config) -> dict:
+    """Ray options that pin the parameter server and evaluator to one node: ``run.server_node``
+    (a node id or IP address), by default the head node, where the driver is and which a worker
+    node's loss cannot take away."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    want = cfg.run.server_node
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if want in (None, "head"):
+        chosen = [n for n in alive if "node:__internal_head__" in n.get("Resources", {})]
+    else:
+        chosen = [n for n in alive if want in (n["NodeID"], n.get("NodeManagerAddress"))]
+        if not chosen:
+            raise ResourceError(f"run.server_node={want!r} is not a live node of the cluster; live nodes: "
+                                + ", ".join(f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})" for n in alive))
+    if not chosen:
+        return {}
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(chosen[0]["NodeID"], soft=False)}

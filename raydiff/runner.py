@@ -40,6 +40,9 @@ def check_config(cfg: Config) -> None:
     if s.name != "fedavg" and s.concurrency > n:
         raise ConfigError(f"strategy.concurrency={s.concurrency} exceeds clients.num_clients={n}: a client "
                           "trains one job at a time")
+    from .metrics import check_eval
+
+    check_eval(cfg)  # sampling steps, Inception weights: before Ray, as every input check
 
 
 def default_out_dir(cfg: Config) -> Path:
@@ -48,13 +51,25 @@ def default_out_dir(cfg: Config) -> Path:
 
 def run(config: "str | Path | Mapping | Config | None" = None, overrides: Iterable[str] = (),
         out: "str | Path | None" = None, progress: bool = True,
-        callback: Optional[Callable[[dict[str, Any]], None]] = None) -> RunResult:
+        callback: Optional[Callable[[dict[str, Any]], None]] = None,
+        resume: "str | Path | None" = None) -> RunResult:
     """Run one simulation and write its folder (README: "The run folder").
 
     ``callback(info)`` is called at every new model version with ``version, vtime, loss`` and the
     job counts so far: for live plots in a notebook, or to inject faults in tests.
+    ``resume``: a run folder holding a checkpoint (``run.checkpoint_every``); the run continues
+    from it, with the folder's own config, and ends as if it had never stopped.
     """
     wall0 = time.perf_counter()
+    from .sim import checkpoint
+
+    state = None
+    if resume is not None:
+        if config is not None or list(overrides):
+            raise ConfigError("--resume continues a run with its own config.yaml: give no scenario or --set")
+        out = Path(resume)
+        state = checkpoint.read(out / checkpoint.CHECKPOINT)
+        config = out / "config.yaml"
     cfg = load_config(config, overrides)
     check_config(cfg)
     ds = load_dataset(cfg.data)
@@ -72,12 +87,16 @@ def run(config: "str | Path | Mapping | Config | None" = None, overrides: Iterab
     size, channels = train.images.shape[-1], train.images.shape[1]
     x0 = FlatModel(build_unet(cfg.model, size, channels, seed=cfg.seed))  # the initial global model
     exchange = make_exchange(cfg, x0.module)
+    hooks = dict(resume=state, on_checkpoint=None if not cfg.run.checkpoint_every else
+                 (lambda st: checkpoint.write(out_dir / checkpoint.CHECKPOINT, st)))
     if cfg.run.dry_run:
-        return _dry_run(cfg, x0.size, exchange, profiles, parts, availability, out_dir, progress, wall0, callback)
+        return _dry_run(cfg, x0.size, exchange, profiles, parts, availability, out_dir, progress, wall0, callback,
+                        hooks)
     from .session import Session  # imports Ray: only once the input is known to be good
 
-    with Session(cfg, train.images, held.images, x0.vector(), exchange) as session:
-        loop = session.run(profiles, parts, availability, progress, callback)
+    with Session(cfg, train.images, held.images, x0.vector(), exchange, train_labels=train.labels,
+                 heldout_labels=held.labels) as session:
+        loop = session.run(profiles, parts, availability, progress, callback, hooks)
         tail = session.collect(loop)
     final, exported = tail["vector"], tail["exported"]
     (out_dir / "samples").mkdir(exist_ok=True)
@@ -134,7 +153,7 @@ def add_privacy(cfg: Config, evals: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def _dry_run(cfg: Config, size: int, exchange, profiles, parts, availability, out_dir: Path, progress: bool,
-             wall0: float, callback) -> RunResult:
+             wall0: float, callback, hooks: dict[str, Any]) -> RunResult:
     """Schedule without training: the real strategy on empty vectors, the real update size in bytes."""
     from .progress import Progress, chain
     from .sim.executor import DryExecutor
@@ -145,7 +164,8 @@ def _dry_run(cfg: Config, size: int, exchange, profiles, parts, availability, ou
     strategy = make_strategy(cfg.strategy, np.random.default_rng([cfg.seed, 9]))
     try:
         loop = Orchestrator(cfg, profiles, parts, availability, DryExecutor(strategy), None,
-                            exchange.down_bytes(size), exchange.up_bytes(size), on_progress=chain(bar, callback)).run()
+                            exchange.down_bytes(size), exchange.up_bytes(size), on_progress=chain(bar, callback),
+                            **hooks).run()
     finally:
         bar.close()
     loop_s = loop.loop_seconds

@@ -12,7 +12,7 @@ from .config import Config
 from .hetero import Availability, ClientProfile
 from .exchange import Exchange
 from .progress import Progress, chain
-from .ray_setup import init_ray, size_pool
+from .ray_setup import init_ray, server_placement, size_pool
 from .sim.orchestrator import LoopResult, Orchestrator
 from .sim.pool import ActorPool
 from .sim.ray_executor import RayExecutor
@@ -25,8 +25,10 @@ class Session:
     """Context manager: everything it started is gone when it exits, even on Ctrl-C or an error."""
 
     def __init__(self, cfg: Config, train_images: np.ndarray, heldout_images: np.ndarray, x0: np.ndarray,
-                 exchange: Exchange) -> None:
+                 exchange: Exchange, train_labels: Optional[np.ndarray] = None,
+                 heldout_labels: Optional[np.ndarray] = None) -> None:
         self.cfg = cfg
+        self.train_labels, self.heldout_labels = train_labels, heldout_labels  # for the domain judge (FID)
         self.x0 = x0
         self.exchange = exchange
         self.train_images = train_images
@@ -43,13 +45,17 @@ class Session:
             self.x0_ref = ray.put(self.x0)
             images_ref = ray.put(self.train_images)  # once; every actor maps it zero-copy
             bound = NormBound(st.norm_bound, st.norm_mode) if st.norm_bound is not None else None
-            self.server = ray.remote(ParameterServer).options(num_cpus=0).remote(
+            place = server_placement(self.cfg)
+            self.server = ray.remote(ParameterServer).options(num_cpus=0, **place).remote(
                 self.x0_ref, make_strategy(st, np.random.default_rng([self.cfg.seed, 9])), copy_on_return=False,
                 compressor=self.exchange.compressor, norm_bound=bound, ema_decay=st.ema_decay)
             # The evaluator takes one client's GPU share (size_pool reserved it) and no CPU reservation:
             # it is idle most of the time, and must never wait behind busy clients for a slot.
-            self.evaluator = ray.remote(Evaluator).options(num_cpus=0, num_gpus=c.num_gpus).remote(
-                self.cfg, self.heldout_images, 1.0)
+            # (with GPU clients it needs a GPU node, which the head may not be: then Ray places it)
+            self.evaluator = ray.remote(Evaluator).options(num_cpus=0, num_gpus=c.num_gpus,
+                                                           **(place if c.num_gpus == 0 else {})).remote(
+                self.cfg, self.heldout_images, 1.0, heldout_labels=self.heldout_labels,
+                train_images=images_ref, train_labels=self.train_labels)  # training set: for FID's domain judge
             self.handles = [self.server, self.evaluator]
             self.pool = ActorPool(self.cfg, images_ref, self.num_actors)
             self.pool.wait_ready()
@@ -59,19 +65,27 @@ class Session:
         return self
 
     def run(self, profiles: list[ClientProfile], parts: list[np.ndarray], availability: Availability,
-            show_progress: bool, callback: Optional[Callable[[dict[str, Any]], None]] = None) -> LoopResult:
+            show_progress: bool, callback: Optional[Callable[[dict[str, Any]], None]] = None,
+            hooks: Optional[dict[str, Any]] = None) -> LoopResult:
+        """``hooks``: ``on_checkpoint`` and ``resume`` for the orchestrator (sim/checkpoint.py)."""
         bar = Progress(self.cfg, enabled=show_progress)
         self.executor = RayExecutor(self.pool, self.server, self.evaluator, self.cfg)
         try:
             orch = Orchestrator(self.cfg, profiles, parts, availability, self.executor, self.x0_ref,
                                 self.exchange.down_bytes(self.x0.size), self.exchange.up_bytes(self.x0.size),
-                                stateful_clients=self.exchange.stateful, on_progress=chain(bar, callback))
+                                stateful_clients=self.exchange.stateful, on_progress=chain(bar, callback),
+                                **(hooks or {}))
+            log.info("event loop started with %d client actors", self.num_actors)
             return orch.run()
         finally:
             bar.close()
 
     def collect(self, loop: LoopResult) -> dict[str, Any]:
-        """Wait for evaluations and sample the final model (the only blocking evaluation work)."""
+        """Wait for evaluations and sample the final model (the only blocking evaluation work).
+
+        The orchestrator queued the final version's evaluation (with FID) before this sample call, so
+        when the exported model is the global one, the evaluator reuses those samples for the grid.
+        """
         vector = ray.get(loop.version_handle)
         ema = ray.get(self.server.ema_vector.remote())
         exported = ema if ema is not None and self.cfg.eval.export_ema else vector
@@ -84,7 +98,12 @@ class Session:
             from .judge import judge_digits
 
             judge = judge_digits(final_samples)
-        by_version = {e["version"]: e for e in evals}  # a version may be asked twice (final == scheduled)
+        by_version = {e["version"]: e for e in evals}  # a version may be asked twice: the later row (with FID) wins
+        final_row = by_version.get(loop.version, {})
+        from .metrics.suite import DOMAIN_COLUMNS
+
+        judge.update({f"final_{k}": final_row[k] for k in (*DOMAIN_COLUMNS, "fid_inception")
+                      if k in final_row})  # into summary.json, next to the digit judge's scores
         return dict(vector=vector, ema=ema, exported=exported, evals=list(by_version.values()), grids=grids,
                     final_samples=final_samples, judge=judge)
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -77,14 +78,19 @@ def test_ctrl_c_leaves_a_consistent_folder(tmp_path):
     env = dict(os.environ, RAYDIFF_NO_PROGRESS="1")
     proc = subprocess.Popen([sys.executable, "-m", "raydiff", "run", str(sc), "--out", str(out), "-v"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
-        deadline = time.time() + 120
-        # wait until training is under way: the evaluator has scored version 0 only after actors are up
-        while time.time() < deadline and not (out / "config.yaml").exists():
+        deadline = time.time() + 300  # actor start-up can be slow on a loaded machine
+        while time.time() < deadline and not any("event loop started" in ln for ln in lines):
             time.sleep(0.5)
-        time.sleep(20)
+        assert any("event loop started" in ln for ln in lines), "".join(lines)
+        time.sleep(8)  # a few versions
         proc.send_signal(signal.SIGINT)
-        stdout, _ = proc.communicate(timeout=120)
+        proc.wait(timeout=180)
+        reader.join(timeout=10)
+        stdout = "".join(lines)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -81,6 +81,16 @@ class ParameterServer:
     def vector(self) -> np.ndarray:
         return self.x.copy()
 
+    def state(self) -> dict[str, Any]:
+        """Everything, for a checkpoint: vector, version, strategy (buffers, optimizer, DP RNG), EMA."""
+        return {k: v for k, v in self.__dict__.items() if k != "copy_on_return"}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        import pickle
+
+        # a state that came through Ray's object store holds read-only arrays: own writable copies
+        self.__dict__.update(pickle.loads(pickle.dumps(state, protocol=4)))  # (5 keeps read-only buffers)
+
     def ema_vector(self) -> Optional[np.ndarray]:
         return None if self.ema is None else self.ema.value.copy()
 

@@ -29,5 +29,18 @@ class EventQueue(Generic[T]):
         self._heap.clear()
         return out
 
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def entries(self) -> list[tuple[float, int, T]]:
+        """Every pending (vtime, seq, item), for checkpoints."""
+        return list(self._heap)
+
+    def restore(self, entries: list[tuple[float, int, T]], seq: int) -> None:
+        self._heap = list(entries)
+        heapq.heapify(self._heap)
+        self._seq = seq
+
     def __len__(self) -> int:
         return len(self._heap)

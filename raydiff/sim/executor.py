@@ -42,14 +42,41 @@ class Executor(Protocol):
     def discard_pending(self) -> list[int]:
         """Job ids buffered in the server that will never reach a version."""
 
-    def evaluate(self, version: int, vtime: float, handle: Any) -> None:
-        """Schedule an evaluation of a version; must not block training."""
+    def evaluate(self, version: int, vtime: float, handle: Any, fid: bool = False) -> None:
+        """Schedule an evaluation of a version (with ``fid``: sample-quality metrics too); must not block training."""
 
     def sample(self, version: int, handle: Any) -> None:
         """Schedule a sample grid of a version."""
 
 
-class DryExecutor:
+class _Checkpointable:
+    """What checkpoints need from an executor, for executors that hold everything in-process."""
+
+    def fetch(self, handle: Any) -> Any:
+        return handle
+
+    def put(self, value: Any) -> Any:
+        return value
+
+    def server_state(self) -> dict:
+        import copy
+
+        return copy.deepcopy(self.server.state())
+
+    def restore_server(self, state: dict) -> None:
+        self.server.load_state(state)
+
+    def server_vector(self) -> Any:
+        return self.server.vector()
+
+    def finished_evals(self) -> list:
+        return []
+
+    def restore_evals(self, evals: list) -> None:
+        pass
+
+
+class DryExecutor(_Checkpointable):
     """No training, no Ray: every job "succeeds" with an empty update; the server logic is the real one."""
 
     def __init__(self, strategy: Strategy) -> None:
@@ -79,7 +106,7 @@ class DryExecutor:
     def discard_pending(self) -> list[int]:
         return self.server.discard_pending()
 
-    def evaluate(self, version: int, vtime: float, handle: Any) -> None:
+    def evaluate(self, version: int, vtime: float, handle: Any, fid: bool = False) -> None:
         pass
 
     def sample(self, version: int, handle: Any) -> None:

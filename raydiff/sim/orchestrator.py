@@ -19,6 +19,7 @@ from ..actors import JobSpec
 from ..config import Config
 from ..diffusion import steps_for
 from ..hetero import Availability, ClientProfile, JobPlan, plan_job
+from . import checkpoint
 from .clock import EventQueue
 from .executor import ActorLost, Executor
 from .selection import IdleSet
@@ -81,8 +82,15 @@ class Orchestrator:
     def __init__(self, cfg: Config, profiles: list[ClientProfile], parts: list[np.ndarray],
                  availability: Availability, executor: Executor, x0_handle: Any, down_bytes: int, up_bytes: int,
                  stateful_clients: bool = False,
-                 on_progress: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+                 on_progress: Optional[Callable[[dict[str, Any]], None]] = None,
+                 on_checkpoint: Optional[Callable[[dict[str, Any]], None]] = None,
+                 resume: Optional[dict[str, Any]] = None) -> None:
+        """``on_checkpoint(state)`` is called every ``run.checkpoint_every`` versions with a picklable
+        snapshot (sim/checkpoint.py); ``resume`` is such a snapshot to continue from."""
         self.cfg = cfg
+        self.on_checkpoint = on_checkpoint
+        self.resume = resume
+        self.ckpt_due = False
         self.profiles = profiles
         self.parts = parts
         self.avail = availability
@@ -235,8 +243,7 @@ class Orchestrator:
         try:
             metrics = self.ex.result(job.ticket)
         except ActorLost as exc:
-            self._release_base(job)
-            self._final(job, "failed", f"actor_lost: {exc}")
+            self._lost(job, exc)
             return
         job.row.update({k: metrics[k] for k in ("actor", "node_id", "train_loss", "wall_seconds") if k in metrics})
         if self.stateful:
@@ -244,7 +251,11 @@ class Orchestrator:
         if "train_loss" in metrics:
             self.recent_loss = (self.recent_loss + [metrics["train_loss"]])[-20:]
         base = self.handles[job.base_version] if self.needs_base else None
-        out, handle = self.ex.submit(job.spec, job.base_version, job.ticket, base)
+        try:
+            out, handle = self.ex.submit(job.spec, job.base_version, job.ticket, base)
+        except ActorLost as exc:  # the server never saw it: a failed job, like a lost actor
+            self._lost(job, exc)
+            return
         self._release_base(job)
         job.row["staleness"] = out["staleness"]
         if out["status"] == "rejected":
@@ -253,6 +264,12 @@ class Orchestrator:
             self.pending_rows[job.spec.job_id] = job
             self.round_received += 1
         self._adopt(out, handle)
+
+    def _lost(self, job: Job, exc: ActorLost) -> None:
+        """The job's actor, or an object it needed or made, died with a node: the job failed."""
+        self._release_base(job)
+        self.client_state.pop(job.spec.client_id, None)  # its state may be gone too: start afresh
+        self._final(job, "failed", f"actor_lost: {exc}")
 
     def _adopt(self, out: dict[str, Any], handle: Any) -> None:
         """Mark the jobs a new version absorbed as applied, adopt its handle, schedule evaluations."""
@@ -267,14 +284,31 @@ class Orchestrator:
             job = self.pending_rows.pop(jid)
             job.row["applied_version"] = self.version
             self._final(job, "applied")
+        self._schedule_eval(handle)
+        every = self.cfg.run.checkpoint_every
+        if every and self.on_checkpoint is not None and self.version % every == 0:
+            self.ckpt_due = True  # taken at the end of this step, when every event is settled
         ev = self.cfg.eval
-        if self.version % ev.every_versions == 0:
-            self.ex.evaluate(self.version, self.now, handle)
         if ev.sample_every_versions and self.version % ev.sample_every_versions == 0:
             self.ex.sample(self.version, handle)
         self.on_progress(dict(version=self.version, vtime=self.now,
                               loss=float(np.mean(self.recent_loss)) if self.recent_loss else math.nan,
                               **self.counts))
+
+    def _schedule_eval(self, handle: Any) -> None:
+        """Queue an evaluation of the new version if a schedule asks for it (the call returns at once).
+
+        Held-out loss: every ``eval.every_versions`` versions, and/or the first version at or after each
+        multiple of ``eval.every_vtime``. FID (costlier: it samples) every ``eval.fid_every_versions``.
+        """
+        ev, v = self.cfg.eval, self.version
+        by_time = ev.every_vtime is not None and self.now >= self.next_eval_vtime
+        if by_time:  # one evaluation however many multiples this version jumped over
+            self.next_eval_vtime = (math.floor(self.now / ev.every_vtime) + 1) * ev.every_vtime
+        fid = bool(ev.fid_every_versions) and v % ev.fid_every_versions == 0
+        if by_time or fid or (ev.every_versions and v % ev.every_versions == 0):
+            self.ex.evaluate(v, self.now, handle, fid=fid)
+            self.last_eval = (v, fid)
 
     def _close_round(self, reason: str) -> None:
         """End a synchronous round now: jobs still out are discarded with ``reason``; aggregate."""
@@ -313,21 +347,35 @@ class Orchestrator:
                 self._adopt(out, handle)
         if not self._done():
             self._refill()
+        if self.ckpt_due:
+            self.ckpt_due = False
+            self.on_checkpoint(checkpoint.snapshot(self))
+
+    def eval_state(self) -> dict[str, Any]:
+        return dict(last_eval=self.last_eval, next_eval_vtime=self.next_eval_vtime)
+
+    def restore_eval_state(self, state: dict[str, Any]) -> None:
+        self.last_eval, self.next_eval_vtime = state["last_eval"], state["next_eval_vtime"]
 
     def run(self) -> LoopResult:
         t0 = time.perf_counter()
         interrupted = False
-        self.ex.evaluate(0, 0.0, self.current)
         try:
-            self._refill()
+            if self.resume is not None:
+                checkpoint.restore(self, self.resume)
+            else:
+                self.ex.evaluate(0, 0.0, self.current)
+                self.last_eval = (0, False)
+                self.next_eval_vtime = self.cfg.eval.every_vtime or math.inf
+                self._refill()
             while len(self.queue) and not self._done():
                 self._step()
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted: writing a consistent run folder for version %d", self.version)
         self._wind_down(interrupted)
-        if self.version % self.cfg.eval.every_versions:
-            self.ex.evaluate(self.version, self.now, self.current)
+        if tuple(self.last_eval) != (self.version, True):  # the final version always gets FID (a repeat row wins)
+            self.ex.evaluate(self.version, self.now, self.current, fid=True)
         return LoopResult([self.rows[k] for k in sorted(self.rows)], self.version, self.now, interrupted,
                           self.current, self.ex.replaced, time.perf_counter() - t0)
 

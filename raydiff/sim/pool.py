@@ -38,7 +38,9 @@ class ActorPool:
 
     def _spawn(self, slot: int, generation: int = 0):
         c = self.cfg.clients
+        # SPREAD: clients fan out over the cluster's nodes, so losing a node loses few of them.
         return self.cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus, max_restarts=0, max_task_retries=0,
+                                scheduling_strategy="SPREAD",
                                 name=f"{self.tag}-client-{slot}-g{generation}").remote(
             self.cfg, self.images_ref, f"client-actor-{slot}")
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import (ActorDiedError, ActorUnavailableError, ObjectLostError, RayActorError,
+                            RayTaskError)
 
 from ..actors import JobSpec
 from ..errors import RaydiffError
@@ -16,6 +17,12 @@ from .executor import ActorLost
 from .pool import ActorPool, Ticket
 
 _ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+def _lost_input(exc: BaseException) -> bool:
+    """A task failed because an argument's object died with its node (not because the code is wrong)."""
+    return isinstance(exc, ObjectLostError) or isinstance(getattr(exc, "cause", None), ObjectLostError) \
+        or "could not be computed" in str(exc)
 
 
 class RayExecutor:
@@ -44,13 +51,20 @@ class RayExecutor:
         except _ACTOR_LOST as exc:
             self.pool.replace(ticket)
             raise ActorLost(type(exc).__name__) from None
-        except RayTaskError as exc:
+        except (RayTaskError, ObjectLostError) as exc:
+            if _lost_input(exc):  # e.g. the client's state lived on a node that is gone
+                raise ActorLost("input_lost") from None
             raise RaydiffError(f"a client job raised an error, so the run stops:\n{exc}") from None
 
     def submit(self, spec: JobSpec, base_version: int, ticket: Ticket, base: Optional[Any]) -> tuple[dict, Any]:
         out_ref, vec_ref = self.server.submit.options(num_returns=2).remote(
             spec.job_id, spec.client_id, base_version, len(spec.indices), ticket.payload_ref, base)
-        return ray.get(out_ref), vec_ref
+        try:
+            return ray.get(out_ref), vec_ref
+        except (RayTaskError, ObjectLostError) as exc:
+            if _lost_input(exc):  # the update was stored on a node that died before the server read it
+                raise ActorLost("update_lost") from None
+            raise
 
     def end_round(self) -> tuple[dict, Any]:
         out_ref, vec_ref = self.server.end_round.options(num_returns=2).remote()
@@ -59,9 +73,34 @@ class RayExecutor:
     def discard_pending(self) -> list[int]:
         return ray.get(self.server.discard_pending.remote())
 
-    def evaluate(self, version: int, vtime: float, handle: Any) -> None:
-        self.eval_refs.append(self.evaluator.evaluate.remote(version, vtime, handle))
+    def evaluate(self, version: int, vtime: float, handle: Any, fid: bool = False) -> None:
+        """Queue on the evaluator actor and return at once: training never waits for an evaluation."""
+        self.eval_refs.append(self.evaluator.evaluate.remote(version, vtime, handle, fid))
 
     def sample(self, version: int, handle: Any) -> None:
+        """A grid of ``eval.num_samples`` with the run's seed and ``eval.sampler`` (as the final grid and FID)."""
         self.sample_refs.append((version, self.evaluator.sample.remote(handle, self.cfg.eval.num_samples,
                                                                        self.cfg.seed)))
+
+    # ---- checkpoints: handles <-> contents (only at checkpoint and resume time)
+    def fetch(self, handle: Any) -> Any:
+        return ray.get(handle)
+
+    def put(self, value: Any) -> Any:
+        return ray.put(value)
+
+    def server_state(self) -> dict:
+        return ray.get(self.server.state.remote())
+
+    def restore_server(self, state: dict) -> None:
+        ray.get(self.server.load_state.remote(state))
+
+    def server_vector(self) -> Any:
+        return ray.get(self.server.vector.remote())
+
+    def finished_evals(self) -> list:
+        """Evaluations scheduled so far, waited for: a checkpoint must not lose them."""
+        return ray.get(self.eval_refs)
+
+    def restore_evals(self, evals: list) -> None:
+        self.eval_refs = [ray.put(e) for e in evals]

@@ -1,18 +1,31 @@
 """Staleness discount functions s(staleness) of FedAsync (Xie et al. 2019, section 5.2)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
+
+
+@dataclass(frozen=True)
+class Staleness:
+    """A staleness discount as a value (not a closure), so a server holding it can be checkpointed."""
+
+    name: str
+    a: float = 0.5
+    b: int = 4
+
+    def __call__(self, s: int) -> float:
+        if self.name == "constant":
+            return 1.0
+        if self.name == "polynomial":
+            return float((s + 1) ** (-self.a))
+        return 1.0 if s <= self.b else 1.0 / (self.a * (s - self.b) + 1.0)
 
 
 def staleness_fn(name: str, a: float = 0.5, b: int = 4) -> Callable[[int], float]:
     """``constant``: 1; ``polynomial``: (s+1)^-a; ``hinge``: 1 if s <= b else 1/(a(s-b)+1)."""
-    if name == "constant":
-        return lambda s: 1.0
-    if name == "polynomial":
-        return lambda s: float((s + 1) ** (-a))
-    if name == "hinge":
-        return lambda s: 1.0 if s <= b else 1.0 / (a * (s - b) + 1.0)
-    raise ValueError(f"unknown staleness function {name!r}; allowed: constant, polynomial, hinge")
+    if name not in ("constant", "polynomial", "hinge"):
+        raise ValueError(f"unknown staleness function {name!r}; allowed: constant, polynomial, hinge")
+    return Staleness(name, a, b)
 
 
 def staleness_rejection(staleness: int, max_staleness: Optional[int]) -> Optional[str]:

@@ -1,0 +1,62 @@
+"""``raydiff sample RUN_DIR``: a grid of fresh samples from a finished run's saved model.
+
+The run folder's ``model/`` was written by ``DDPMPipeline.save_pretrained``, so it is loaded the way
+diffusers users load any DDPM (local files only: nothing is downloaded), and sampled with the same
+code the evaluator uses, so a grid made here matches the run's own grids for the same sampler and seed.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def find_model_dir(run_dir: str | Path) -> Path:
+    """``RUN_DIR/model`` (or RUN_DIR itself when it is the pipeline folder); DataError when neither holds one."""
+    run_dir = Path(run_dir)
+    for cand in (run_dir / "model", run_dir):
+        if (cand / "model_index.json").is_file():
+            return cand
+    raise DataError(f"{str(run_dir)!r} holds no saved model: expected {str(run_dir / 'model' / 'model_index.json')!r} "
+                    "(written by DDPMPipeline.save_pretrained at the end of a run). Pass a run folder of a "
+                    "finished, non-dry run.")
+
+
+def load_pipeline(model_dir: Path):
+    """(unet, scheduler) from a DDPMPipeline folder, from local files only."""
+    from diffusers import DDPMPipeline
+
+    try:
+        pipe = DDPMPipeline.from_pretrained(str(model_dir), local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"could not load the model in {str(model_dir)!r}: {exc}") from None
+    return pipe.unet, pipe.scheduler
+
+
+def sample_run(run_dir: str | Path, n: int, out: str | Path, sampler: str = "ddpm", steps: int | None = None,
+               seed: int = 0, device: str = "cpu") -> tuple[Path, np.ndarray]:
+    """Sample ``n`` images from the run's model and write them as one PNG grid at ``out``."""
+    from ..diffusion import sample_images
+    from ..outputs import write_grid
+
+    if n < 1:
+        raise DataError(f"--n must be >= 1, got {n}")
+    unet, scheduler = load_pipeline(find_model_dir(run_dir))
+    T = scheduler.config.num_train_timesteps
+    if steps is not None and not 1 <= steps <= T:
+        raise DataError(f"--steps must be in [1, {T}] (the model's num_train_timesteps), got {steps}")
+    unet.to(device)
+    images = sample_images(unet, scheduler, n, seed, sampler, steps, device)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_grid(out, images)
+    log.info("wrote %d samples (%s) to %s", n, sampler, out)
+    return out, images
+
+
+__all__ = ["sample_run", "find_model_dir", "load_pipeline"]

@@ -1,0 +1,81 @@
+"""Sample-quality metrics of one batch of generated images against the held-out real images.
+
+Everything expensive (training or loading the domain judge, real features, Inception's real
+statistics) happens once, lazily, on the first ``score``: a run that never computes FID never pays
+for it, and the work lands on the evaluator actor, off the training path.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..config import EvalConfig
+from .distances import frechet_distance, kernel_inception_distance, precision_recall
+
+log = logging.getLogger(__name__)
+
+# evals.parquet columns written by ``score`` (documented in README, "Evaluation").
+DOMAIN_COLUMNS = ("fid_domain", "kid_domain", "precision", "recall", "domain_judge_accuracy")
+KID_SUBSETS, KID_SUBSET_SIZE, PR_K = 100, 1000, 3
+
+
+class QualitySuite:
+    """Domain-judge FID/KID/precision/recall, plus Inception FID when ``ev.inception_weights`` is set."""
+
+    def __init__(self, ev: EvalConfig, seed: int, real: np.ndarray, real_labels: Optional[np.ndarray],
+                 train_images: Optional[np.ndarray], train_labels: Optional[np.ndarray],
+                 device: torch.device | str = "cpu") -> None:
+        self.ev, self.seed, self.device = ev, seed, device
+        self.real, self.real_labels = real, real_labels
+        self.train_images, self.train_labels = train_images, train_labels
+        self.judge: Any = None
+        self.real_features: Optional[np.ndarray] = None
+        self.judge_accuracy = float("nan")
+        self.inception: Any = None
+        self.domain_ok = (ev.fid and train_images is not None and train_labels is not None
+                          and len(np.unique(train_labels)) >= 2)
+        if ev.fid and not self.domain_ok:
+            log.warning("domain FID skipped: it needs training images with at least two labels")
+
+    def _prepare(self) -> None:
+        if self.domain_ok and self.judge is None:
+            from .domain import domain_judge
+
+            t0 = time.perf_counter()
+            self.judge = domain_judge(self.train_images, self.train_labels, self.ev.cache_dir, self.seed,
+                                      self.device)
+            self.real_features = self.judge.features(self.real)
+            if self.real_labels is not None:
+                self.judge_accuracy = self.judge.accuracy(self.real, self.real_labels)
+            log.info("domain judge ready in %.1f s: held-out accuracy %.3f", time.perf_counter() - t0,
+                     self.judge_accuracy)
+        if self.ev.inception_weights and self.inception is None:
+            from .inception import InceptionFID
+
+            self.inception = InceptionFID(self.ev.inception_weights, self.real, self.device)
+
+    def score(self, fake: np.ndarray) -> dict[str, Any]:
+        """Metric columns for one batch of samples (N, C, H, W) in [-1, 1]."""
+        if len(fake) < 2 * PR_K:
+            log.warning("FID skipped: %d samples are too few (need >= %d)", len(fake), 2 * PR_K)
+            return {}
+        self._prepare()
+        row: dict[str, Any] = {}
+        if self.judge is not None:
+            f = self.judge.features(fake)
+            rng = np.random.default_rng([self.seed, 0xF1D])  # the same KID subsets at every version
+            precision, recall = precision_recall(self.real_features, f, PR_K)
+            row.update(fid_domain=frechet_distance(self.real_features, f),
+                       kid_domain=kernel_inception_distance(self.real_features, f, KID_SUBSETS, KID_SUBSET_SIZE,
+                                                            rng),
+                       precision=precision, recall=recall, domain_judge_accuracy=self.judge_accuracy)
+        if self.inception is not None:
+            row["fid_inception"] = self.inception.score(fake)
+        return row
+
+
+__all__ = ["QualitySuite", "DOMAIN_COLUMNS"]
