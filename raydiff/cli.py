@@ -41,7 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("bench", help="measure simulator overhead, aggregation cost or engine rate")
     b.add_argument("what", choices=["overhead", "aggregate", "engine"])
-    b.add_argument("--actors", type=int, help="overhead: workers/actors (default: CPU count)")
+    b.add_argument("--actors", type=int, help="overhead: workers/actors (default: CPU count; 8 on cuda)")
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="overhead: where clients train")
+    b.add_argument("--preset", default="tiny", help="overhead: UNet preset")
+    b.add_argument("--image-size", type=int, default=8, help="overhead: image size")
+    b.add_argument("--batch", type=int, default=32, help="overhead: batch size")
+    b.add_argument("--bf16", action="store_true", help="overhead: bf16 autocast")
     b.add_argument("--size", type=int, default=35_746_307, help="aggregate: vector length (default ddpm-cifar10)")
     b.add_argument("--strategy", default="fedbuff", choices=["fedbuff", "fedasync", "fedavg"],
                    help="aggregate: strategy")
@@ -121,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 from .bench.overhead import bench_overhead
 
-                bench_overhead(args.actors)
+                bench_overhead(args.actors, batch=args.batch, preset=args.preset, device=args.device,
+                               image_size=args.image_size, bf16=args.bf16)
             return 0
     except RaydiffError as exc:
         return _fail(str(exc))

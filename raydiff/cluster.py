@@ -7,22 +7,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import yaml
-
+from .config_load import read_yaml
 from .errors import ConfigError
 
 
 def validate_cluster_yaml(path: str | Path) -> dict:
     """Fill Ray's defaults and validate against ``ray/autoscaler/ray-schema.json``; ConfigError if bad."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"cluster file {str(p)!r} does not exist")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cluster file {str(p)!r} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"cluster file {str(p)!r} must hold a mapping")
+    raw = read_yaml(p, "cluster file")
     import jsonschema
     from ray.autoscaler._private.util import prepare_config, validate_config
 

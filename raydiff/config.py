@@ -164,6 +164,9 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 2e-3
     prox_mu: float = 0.0  # FedProx: proximal term mu/2 ||w - w_global||^2
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of forward and loss (GPU; works on CPU)
+    channels_last: bool = False  # NHWC inputs (GPU convolutions)
+    compile: bool = False  # torch.compile the UNet in each client actor (slow start; keep out of timings)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:

@@ -120,19 +120,19 @@ def _deepcopy(d: Any) -> Any:
     return {k: _deepcopy(v) for k, v in d.items()} if isinstance(d, dict) else d
 
 
-def read_yaml(path: str | Path) -> dict:
-    """Read a scenario file; a missing file or malformed YAML becomes a ConfigError naming the file."""
+def read_yaml(path: str | Path, what: str = "scenario file") -> dict:
+    """Read a YAML mapping; a missing file or malformed YAML becomes a ConfigError naming the file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"scenario file {str(p)!r} does not exist")
+        raise ConfigError(f"{what} {str(p)!r} does not exist")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"scenario file {str(p)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{what} {str(p)!r} is not valid YAML: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"scenario file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{what} {str(p)!r} must hold a mapping of sections, got {type(data).__name__}")
     return data
 
 

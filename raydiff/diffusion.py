@@ -53,13 +53,17 @@ def add_prox_grad(params: list[torch.Tensor], anchors: list[torch.Tensor], mu: f
 
 
 def train_local(fm: FlatModel, scheduler, images: np.ndarray, batches: np.ndarray, lr: float,
-                generator: torch.Generator, prox_mu: float = 0.0) -> tuple[float, int]:
+                generator: torch.Generator, prox_mu: float = 0.0, autocast_bf16: bool = False,
+                channels_last: bool = False) -> tuple[float, int]:
     """Run Adam over the given index batches in place on ``fm``. Returns (mean loss, samples seen).
 
     A fresh optimizer per job: client optimizer state does not survive between jobs, as in FedAvg.
     ``prox_mu`` > 0 is FedProx (Li et al. 2020): the local objective gains mu/2 * ||w - w_start||^2,
     which keeps clients with skewed data near the model they were given. The returned loss is the
     denoising loss alone, so it stays comparable across values of mu.
+    ``autocast_bf16`` runs the forward pass and loss under bf16 autocast (weights and optimizer stay
+    fp32); ``channels_last`` feeds NHWC inputs, which GPU convolutions run faster (the weights keep
+    their layout: they are views into the flat vector).
     """
     if prox_mu < 0:
         raise ValueError(f"prox_mu must be >= 0, got {prox_mu}")
@@ -74,7 +78,12 @@ def train_local(fm: FlatModel, scheduler, images: np.ndarray, batches: np.ndarra
         x0 = torch.from_numpy(images[idx]).to(fm.device, non_blocking=True)
         noise = torch.randn(x0.shape, generator=generator).to(fm.device)
         t = torch.randint(0, T, (x0.shape[0],), generator=generator).to(fm.device)
-        loss = denoising_loss(model, scheduler, x0, t, noise)
+        if channels_last:
+            x0, noise = x0.contiguous(memory_format=torch.channels_last), noise.contiguous(
+                memory_format=torch.channels_last)
+        with torch.autocast(fm.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+            loss = denoising_loss(model, scheduler, x0, t, noise)
+        loss = loss.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if prox_mu > 0:

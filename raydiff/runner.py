@@ -113,6 +113,7 @@ def run(config: "str | Path | Mapping | Config | None" = None, overrides: Iterab
     summary.update(model_sha256=model_sha256(final), num_params=int(final.size), actors=session.num_actors,
                    final_heldout_loss=tail["evals"][-1]["heldout_loss"] if tail["evals"] else None,
                    exported_model="ema" if exported is not final else "global",
+                   server_received=tail["server_received"],
                    ema_sha256=model_sha256(tail["ema"]) if tail["ema"] is not None else None, **tail["judge"])
     write_json(out_dir / "summary.json", summary)
     log.info("run folder: %s", out_dir)

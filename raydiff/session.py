@@ -88,6 +88,7 @@ class Session:
         """
         vector = ray.get(loop.version_handle)
         ema = ray.get(self.server.ema_vector.remote())
+        received = [list(map(str, k)) for k in ray.get(self.server.audit.remote())]
         exported = ema if ema is not None and self.cfg.eval.export_ema else vector
         final_ref = self.evaluator.sample.remote(exported, self.cfg.eval.num_samples, self.cfg.seed)
         evals = ray.get(self.executor.eval_refs)
@@ -104,7 +105,7 @@ class Session:
 
         judge.update({f"final_{k}": final_row[k] for k in (*DOMAIN_COLUMNS, "fid_inception")
                       if k in final_row})  # into summary.json, next to the digit judge's scores
-        return dict(vector=vector, ema=ema, exported=exported, evals=list(by_version.values()), grids=grids,
+        return dict(vector=vector, ema=ema, exported=exported, server_received=received, evals=list(by_version.values()), grids=grids,
                     final_samples=final_samples, judge=judge)
 
     def __exit__(self, *exc: Any) -> None:

@@ -65,7 +65,7 @@ def _as_list(value: Any, key: str) -> list:
 def plan(sweep_path: str | Path, out: Optional[str | Path] = None) -> tuple[dict, list[PlannedRun]]:
     """Read a sweep file and list its runs (validating every resolved config before anything runs)."""
     path = Path(sweep_path)
-    spec = read_yaml(path)
+    spec = read_yaml(path, "sweep file")
     unknown = [k for k in spec if k not in SWEEP_KEYS]
     if unknown:
         raise ConfigError(f"sweep {str(path)!r}: unknown key {unknown[0]!r}; allowed: {', '.join(SWEEP_KEYS)}")
@@ -134,8 +134,11 @@ def run_sweep(sweep_path: str | Path, out: Optional[str | Path] = None, progress
         res = run(spec["base"], list(r.overrides), out=r.out_dir, progress=progress and parallel == 1)
         return dict(name=r.name, out_dir=str(r.out_dir), status="ran", wall_seconds=res.summary["wall_seconds"])
 
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        done = {r.name: rec for r, rec in zip(todo, pool.map(one, todo))}
+    if parallel == 1:  # in the main thread, so Ctrl-C reaches the run and leaves a consistent folder
+        done = {r.name: one(r) for r in todo}
+    else:
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            done = {r.name: rec for r, rec in zip(todo, pool.map(one, todo))}
     records = [done.get(r.name, dict(name=r.name, out_dir=str(r.out_dir), status="skipped")) for r in runs]
     Path(spec["out"]).mkdir(parents=True, exist_ok=True)
     (Path(spec["out"]) / "sweep.yaml").write_text(yaml.safe_dump(

@@ -39,6 +39,11 @@ def test_report_renders_every_plot(ray_session, tiny_cfg, tmp_path, browser):
     tiny_cfg["strategy"]["name"] = "fedasync"
     raydiff.run(tiny_cfg, out=runs / "fedasync", progress=False)
     report = write_report([runs], tmp_path / "report.html", title="browser test")
+    from analysis.study import study_table, to_markdown
+
+    table = study_table([runs])
+    assert sorted(table.strategy) == ["fedasync", "fedbuff"] and table.heldout_loss.notna().all()
+    assert to_markdown(table).count("\n") == 3  # header, rule, two rows
     html = report.read_text()
     assert "http://" not in html and "https://" not in html  # self-contained
     url = report.resolve().as_uri()

@@ -39,6 +39,10 @@ class ClientWorker:
         self.fm = FlatModel(build_unet(cfg.model, images.shape[-1], images.shape[1]), self.device)
         self.scheduler = build_scheduler(cfg.model)
         self.exchange = make_exchange(cfg, self.fm.module)
+        self.bf16 = cfg.train.precision == "bf16"
+        self.channels_last = cfg.train.channels_last
+        if cfg.train.compile:  # same parameters (still views into fm.flat), a compiled forward
+            self.fm.module = torch.compile(self.fm.module)
         self.node = node_id()
 
     def train(self, job: JobSpec, base: np.ndarray, state: Optional[dict[str, Any]] = None
@@ -59,7 +63,8 @@ class ClientWorker:
         rng = np.random.default_rng(job.seed)
         gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         batches = batch_stream(job.indices, job.batch_size, job.steps, rng)
-        loss, seen = train_local(self.fm, self.scheduler, self.images, batches, self.lr, gen, self.prox_mu)
+        loss, seen = train_local(self.fm, self.scheduler, self.images, batches, self.lr, gen, self.prox_mu,
+                                 autocast_bf16=self.bf16, channels_last=self.channels_last)
         local = self.fm.vector()
         delta = local - start
         new_state = None

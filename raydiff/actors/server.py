@@ -8,6 +8,14 @@ import numpy as np
 from ..strategies import EMA, Compressor, NormBound, Strategy, Update, check_update
 
 
+def _kind(obj: Any) -> tuple:
+    if isinstance(obj, np.ndarray):
+        return ("ndarray", str(obj.dtype), tuple(obj.shape))
+    if isinstance(obj, (tuple, list)):
+        return (type(obj).__name__,) + tuple(_kind(o) for o in obj)
+    return (type(obj).__name__,)
+
+
 class ParameterServer:
     """Applies updates in the order the orchestrator sends them (virtual-time order).
 
@@ -27,6 +35,7 @@ class ParameterServer:
         self.compressor = compressor
         self.norm_bound = norm_bound
         self.ema = EMA(ema_decay) if ema_decay is not None else None
+        self.received: set[tuple] = set()  # kinds of data clients sent: an audit, see audit()
         if self.ema is not None:
             self.ema.update(self.x)
         self.version = 0
@@ -37,6 +46,9 @@ class ParameterServer:
                base: Optional[np.ndarray] = None) -> tuple[dict[str, Any], Optional[np.ndarray]]:
         staleness = self.version - base_version
         out: dict[str, Any] = dict(job_id=job_id, staleness=staleness, applied_jobs=[], reason="")
+        self.received.add(_kind(payload))
+        if base is not None:
+            self.received.add(_kind(base))
         delta = self.compressor.decode(payload, self.x.size) if self.compressor is not None else payload
         reason = check_update(delta, self.x.size)
         if reason is None and self.norm_bound is not None:
@@ -80,6 +92,11 @@ class ParameterServer:
 
     def vector(self) -> np.ndarray:
         return self.x.copy()
+
+    def audit(self) -> list[tuple]:
+        """Every (type, dtype, shape) of data that ever reached this server from clients: model-sized
+        vectors (or their compressed parts) only, never images (tests/test_security.py)."""
+        return sorted(self.received, key=repr)
 
     def state(self) -> dict[str, Any]:
         """Everything, for a checkpoint: vector, version, strategy (buffers, optimizer, DP RNG), EMA."""

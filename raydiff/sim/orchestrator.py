@@ -293,6 +293,7 @@ class Orchestrator:
             self.ex.sample(self.version, handle)
         self.on_progress(dict(version=self.version, vtime=self.now,
                               loss=float(np.mean(self.recent_loss)) if self.recent_loss else math.nan,
+                              live_versions=len(self.handles),
                               **self.counts))
 
     def _schedule_eval(self, handle: Any) -> None:
