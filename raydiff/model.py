@@ -99,9 +99,5 @@ def model_sha256(vector: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).hexdigest()
 
 
-def initial_vector(cfg: ModelConfig, image_size: int, channels: int, seed: int) -> np.ndarray:
-    return FlatModel(build_unet(cfg, image_size, channels, seed)).vector()
-
-
 def count_params(cfg: ModelConfig, image_size: int, channels: int) -> int:
     return sum(p.numel() for p in build_unet(cfg, image_size, channels).parameters())

@@ -13,6 +13,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from .jobs import Job
+
 CHECKPOINT = "checkpoint.pkl"
 FORMAT = 1
 
@@ -67,7 +69,6 @@ def read(path: Path) -> dict[str, Any]:
 
 def restore(orch: Any, state: dict[str, Any]) -> None:
     """Put ``state`` back into a freshly built orchestrator (same config) and re-submit in-flight jobs."""
-    from .orchestrator import Job
 
     ex = orch.ex
     for key in ("version", "now", "next_job", "round", "round_received", "wake_at", "counts", "recent_loss",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -18,62 +17,14 @@ import numpy as np
 from ..actors import JobSpec
 from ..config import Config
 from ..diffusion import steps_for
-from ..hetero import Availability, ClientProfile, JobPlan, plan_job
+from ..hetero import Availability, ClientProfile, plan_job
 from . import checkpoint
 from .clock import EventQueue
 from .executor import ActorLost, Executor
+from .jobs import Deadline, Job, LoopResult, Wake, job_seed
 from .selection import IdleSet
 
 log = logging.getLogger(__name__)
-
-
-_MASK64 = (1 << 64) - 1
-
-
-def job_seed(run_seed: int, job_id: int) -> int:
-    """A job's training seed: splitmix64 of (run seed, job id), 63 bits.
-
-    A pure function (any machine, any actor); ~1 us, where a SeedSequence costs ~20 us per job,
-    which matters for dry runs at 100,000 events.
-    """
-    z = (run_seed * 0x9E3779B97F4A7C15 + (job_id + 1) * 0xD1B54A32D192ED03) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return (z ^ (z >> 31)) >> 1
-
-
-@dataclass
-class Job:
-    spec: JobSpec
-    plan: JobPlan
-    base_version: int
-    dispatch_vtime: float
-    round: int
-    ticket: Any = None
-    row: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Wake:
-    """Try to dispatch again (no idle client was online)."""
-
-
-@dataclass(frozen=True)
-class Deadline:
-    """A synchronous round's deadline."""
-
-    round: int
-
-
-@dataclass
-class LoopResult:
-    rows: list[dict[str, Any]]
-    version: int
-    vtime: float
-    interrupted: bool
-    version_handle: Any
-    actors_replaced: int
-    loop_seconds: float  # wall time of the event loop alone (no start-up, no final sampling)
 
 
 class Orchestrator:
