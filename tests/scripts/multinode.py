@@ -40,10 +40,10 @@ cfg = {
 }
 res = raydiff.run(cfg, out=out, progress=False, callback=kill_a_worker)
 ev = pd.read_parquet(f"{out}/events.parquet")
-print(json.dumps(dict(
+print("RESULT " + json.dumps(dict(
     killed=killed, head=head_id, workers=[w.node_id for w in workers], summary=res.summary,
     nodes_used=sorted(set(ev.node_id[ev.node_id != ""])),
     failed=int((ev.status == "failed").sum()), applied=int((ev.status == "applied").sum()),
-    unique_jobs=bool(ev.job_id.is_unique), statuses=sorted(set(ev.status)))))
+    unique_jobs=bool(ev.job_id.is_unique), statuses=sorted(set(ev.status)))), flush=True)
 ray.shutdown()
 cluster.shutdown()
