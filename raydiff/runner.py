@@ -163,9 +163,10 @@ def _dry_run(cfg: Config, size: int, exchange, profiles, parts, availability, ou
 
     bar = Progress(cfg, enabled=progress)
     strategy = make_strategy(cfg.strategy, np.random.default_rng([cfg.seed, 9]))
+    down, up = exchange.down_bytes(size), exchange.up_bytes(size)  # up: one trial encode (top-k sorts)
     try:
         loop = Orchestrator(cfg, profiles, parts, availability, DryExecutor(strategy), None,
-                            exchange.down_bytes(size), exchange.up_bytes(size), on_progress=chain(bar, callback),
+                            down, up, on_progress=chain(bar, callback),
                             **hooks).run()
     finally:
         bar.close()
@@ -173,7 +174,7 @@ def _dry_run(cfg: Config, size: int, exchange, profiles, parts, availability, ou
     write_events(out_dir / "events.parquet", loop.rows)
     summary = _summary(cfg, loop, wall0)
     summary.update(dry_run=True, model_sha256=None, vector_bytes=4 * size, num_params=size,
-                   upload_bytes=exchange.up_bytes(size), download_bytes=exchange.down_bytes(size),
+                   upload_bytes=up, download_bytes=down,
                    events_per_second=len(loop.rows) / loop_s if loop_s > 0 else None)
     write_json(out_dir / "summary.json", summary)
     log.info("dry run: %d events in %.2f s (%.0f events/s)", len(loop.rows), loop_s, summary["events_per_second"])
