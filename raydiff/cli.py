@@ -12,6 +12,26 @@ from typing import Sequence
 from .errors import RaydiffError
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1 (argparse turns the error into a usage message, exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _presets() -> list[str]:
+    """model.preset's allowed values, read from the config's type (no torch import for --help)."""
+    from typing import get_args, get_type_hints
+
+    from .config import ModelConfig
+
+    return list(get_args(get_type_hints(ModelConfig)["preset"]))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raydiff", description="Federated DDPM training simulated on Ray actors.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -41,16 +61,19 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("bench", help="measure simulator overhead, aggregation cost or engine rate")
     b.add_argument("what", choices=["overhead", "aggregate", "engine"])
-    b.add_argument("--actors", type=int, help="overhead: workers/actors (default: CPU count; 8 on cuda)")
+    b.add_argument("--actors", type=_positive, help="overhead: workers/actors (default: CPU count; 8 on cuda)")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="overhead: where clients train")
-    b.add_argument("--preset", default="tiny", help="overhead: UNet preset")
-    b.add_argument("--image-size", type=int, default=8, help="overhead: image size")
-    b.add_argument("--batch", type=int, default=32, help="overhead: batch size")
+    b.add_argument("--preset", default="tiny", choices=_presets(), help="overhead: UNet preset")
+    b.add_argument("--image-size", type=_positive, default=8, help="overhead: image size")
+    b.add_argument("--batch", type=_positive, default=32, help="overhead: batch size")
     b.add_argument("--bf16", action="store_true", help="overhead: bf16 autocast")
-    b.add_argument("--size", type=int, default=35_746_307, help="aggregate: vector length (default ddpm-cifar10)")
+    b.add_argument("--local-steps", type=_positive, default=20, help="overhead: steps per job (default 20)")
+    b.add_argument("--repeats", type=_positive, default=3,
+                   help="overhead: (bare, raydiff) pairs; the median ratio is reported (default 3)")
+    b.add_argument("--size", type=_positive, default=35_746_307, help="aggregate: vector length (default ddpm-cifar10)")
     b.add_argument("--strategy", default="fedbuff", choices=["fedbuff", "fedasync", "fedavg"],
                    help="aggregate: strategy")
-    b.add_argument("--clients", type=int, default=10000, help="engine: simulated clients")
+    b.add_argument("--clients", type=_positive, default=10000, help="engine: simulated clients")
     b.add_argument("--availability", default="always", choices=["always", "bernoulli", "onoff"],
                    help="engine: availability model")
     return p
@@ -127,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .bench.overhead import bench_overhead
 
                 bench_overhead(args.actors, batch=args.batch, preset=args.preset, device=args.device,
-                               image_size=args.image_size, bf16=args.bf16)
+                               image_size=args.image_size, bf16=args.bf16, repeats=args.repeats,
+                               local_steps=args.local_steps)
             return 0
     except RaydiffError as exc:
         return _fail(str(exc))

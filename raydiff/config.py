@@ -168,6 +168,9 @@ class TrainConfig:
     channels_last: bool = False  # NHWC inputs (GPU convolutions)
     compile: bool = False  # torch.compile the UNet in each client actor (slow start; keep out of timings)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # GPU clients: keep the training set on the device (auto: when it is at most 2 GiB) so that a step
+    # needs no host copy; "never" indexes it on the host and copies each batch
+    data_on_device: Literal["auto", "always", "never"] = "auto"
 
     def __post_init__(self) -> None:
         _require((self.local_steps is None) != (self.local_epochs is None), "train.local_steps",

@@ -6,6 +6,7 @@ Every random draw comes from generators seeded by the caller, so a job's result 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -37,30 +38,56 @@ def denoising_loss(model: torch.nn.Module, scheduler, x0: torch.Tensor, t: torch
     return F.mse_loss(model(noisy, t).sample, noise)
 
 
-def add_prox_grad(params: list[torch.Tensor], anchors: list[torch.Tensor], mu: float) -> None:
-    """p.grad += mu * (p - p0): the gradient of FedProx's term mu/2 * ||w - w0||^2, added in place.
+def add_prox_grad(grad: torch.Tensor, w: torch.Tensor, w0: torch.Tensor, mu: float) -> None:
+    """grad += mu * (w - w0): the gradient of FedProx's term mu/2 * ||w - w0||^2, added in place.
 
     Adding the gradient directly (instead of the term to the loss) costs no autograd graph over
-    every parameter and gives the same update: the term's gradient is exactly mu * (w - w0).
+    every parameter and gives the same update: the term's gradient is exactly mu * (w - w0). On
+    flat vectors it is two elementwise ops for the whole model.
     """
     with torch.no_grad():
-        for p, p0 in zip(params, anchors):
-            prox = (p - p0).mul_(mu)
-            if p.grad is None:
-                p.grad = prox
-            else:
-                p.grad.add_(prox)
+        grad.add_((w - w0).mul_(mu))
 
 
-def train_local(fm: FlatModel, scheduler, images: np.ndarray, batches: np.ndarray, lr: float,
+def data_tensor(images: np.ndarray, device: torch.device | str, policy: str = "auto",
+                limit_bytes: int = 2 << 30) -> np.ndarray | torch.Tensor:
+    """The training set as a client's device should hold it.
+
+    On a GPU, a set on the device lets a step index, noise and train without any host copy, and a
+    host-to-device copy from pageable memory waits for the GPU to drain: one per step would stop
+    the CPU from queueing work ahead, which is what a launch-bound small UNet lives on. ``policy``:
+    ``always``, ``never``, or ``auto`` (on the device when it takes at most ``limit_bytes``). On the
+    CPU the numpy array itself is used (zero-copy from Ray's object store).
+    """
+    device = torch.device(device)
+    if device.type == "cpu" or policy == "never" or (policy == "auto" and images.nbytes > limit_bytes):
+        return images
+    with warnings.catch_warnings():  # an object-store array is read-only; it is only read, then copied
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(images).to(device)
+
+
+def job_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """The generator of a job's noise and timesteps, on the device that trains (no per-step copies).
+
+    A CPU job draws exactly what it always did; a CUDA job draws a different (but seeded) stream.
+    """
+    return torch.Generator(device=torch.device(device)).manual_seed(seed)
+
+
+def train_local(fm: FlatModel, scheduler, images: np.ndarray | torch.Tensor, batches: np.ndarray, lr: float,
                 generator: torch.Generator, prox_mu: float = 0.0, autocast_bf16: bool = False,
                 channels_last: bool = False) -> tuple[float, int]:
     """Run Adam over the given index batches in place on ``fm``. Returns (mean loss, samples seen).
 
     A fresh optimizer per job: client optimizer state does not survive between jobs, as in FedAvg.
+    It steps the flat parameter vector (:meth:`FlatModel.optimizer`).
     ``prox_mu`` > 0 is FedProx (Li et al. 2020): the local objective gains mu/2 * ||w - w_start||^2,
     which keeps clients with skewed data near the model they were given. The returned loss is the
     denoising loss alone, so it stays comparable across values of mu.
+    ``images``: a numpy array (indexed on the host, each batch copied to the device), or a tensor on
+    ``fm.device`` (see :func:`data_tensor`). Noise and timesteps come from ``generator``, on its own
+    device. Nothing in the loop waits for the device: losses are gathered there and read once.
     ``autocast_bf16`` runs the forward pass and loss under bf16 autocast (weights and optimizer stay
     fp32); ``channels_last`` feeds NHWC inputs, which GPU convolutions run faster (the weights keep
     their layout: they are views into the flat vector).
@@ -69,28 +96,39 @@ def train_local(fm: FlatModel, scheduler, images: np.ndarray, batches: np.ndarra
         raise ValueError(f"prox_mu must be >= 0, got {prox_mu}")
     model = fm.module
     model.train()
-    params = list(model.parameters())
-    opt = torch.optim.Adam(params, lr=lr)
-    anchors = [p.detach().clone() for p in params] if prox_mu > 0 else []
+    fm.bind_grads()
+    opt = fm.optimizer(lr)
+    anchor = fm.flat.detach().clone() if prox_mu > 0 else None
     T = scheduler.config.num_train_timesteps
-    total = 0.0
-    for idx in batches:
-        x0 = torch.from_numpy(images[idx]).to(fm.device, non_blocking=True)
-        noise = torch.randn(x0.shape, generator=generator).to(fm.device)
-        t = torch.randint(0, T, (x0.shape[0],), generator=generator).to(fm.device)
+    on_device = isinstance(images, torch.Tensor)
+    index = torch.as_tensor(batches, dtype=torch.long).to(images.device) if on_device else batches
+    gdev = generator.device
+    losses = torch.empty(len(batches), device=fm.device)
+    for i in range(len(batches)):
+        if on_device:
+            x0 = images[index[i]]
+        else:
+            x0 = torch.from_numpy(images[index[i]]).to(fm.device, non_blocking=True)
+        noise = torch.randn(x0.shape, generator=generator, device=gdev).to(fm.device)
+        t = torch.randint(0, T, (x0.shape[0],), generator=generator, device=gdev).to(fm.device)
         if channels_last:
             x0, noise = x0.contiguous(memory_format=torch.channels_last), noise.contiguous(
                 memory_format=torch.channels_last)
         with torch.autocast(fm.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
             loss = denoising_loss(model, scheduler, x0, t, noise)
         loss = loss.float()
-        opt.zero_grad(set_to_none=True)
+        if i:
+            fm.grad.zero_()
         loss.backward()
-        if prox_mu > 0:
-            add_prox_grad(params, anchors, prox_mu)
+        if i == 0 and not fm.grads_bound():
+            raise RuntimeError("gradients did not accumulate into FlatModel.grad (a .grad was replaced); "
+                               "the flat optimizer would not see them")
+        if anchor is not None:
+            add_prox_grad(fm.grad, fm.flat, anchor, prox_mu)
         opt.step()
-        total += float(loss.detach())
-    return total / len(batches), int(batches.size)
+        losses[i] = loss.detach()
+    # one read for the whole job; summed in order in double, as the per-step float() sum it replaces
+    return sum(losses.tolist()) / len(batches), int(batches.size)
 
 
 @torch.no_grad()

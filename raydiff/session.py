@@ -59,6 +59,9 @@ class Session:
             self.handles = [self.server, self.evaluator]
             self.pool = ActorPool(self.cfg, images_ref, self.num_actors)
             self.pool.wait_ready()
+            # the server and evaluator too: their start-up (imports, a model) must not share the
+            # loop's first seconds with the clients, nor count in the loop's time
+            ray.get([self.server.get_version.remote(), self.evaluator.ready.remote()])
         except BaseException:
             self.__exit__(None, None, None)
             raise

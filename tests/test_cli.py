@@ -102,3 +102,20 @@ def test_ctrl_c_leaves_a_consistent_folder(tmp_path):
     assert ev.job_id.is_unique and set(ev.status) <= {"applied", "dropped", "failed", "rejected"}
     assert (ev.status == "applied").sum() == summary["updates_applied"] == 2 * summary["final_version"]
     assert (out / "model" / "model_index.json").is_file()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["overhead", "--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
+    (["overhead", "--actors", "two"], "argument --actors: expected a whole number, got 'two'"),
+    (["overhead", "--preset", "huge"], "invalid choice: 'huge' (choose from 'tiny', 'small', 'ddpm-cifar10')"),
+    (["engine", "--clients", "-5"], "argument --clients: must be >= 1, got -5"),
+])
+def test_bench_bad_arguments_are_usage_errors(tmp_path, args, needle):
+    r = _cli(["bench", *args], tmp_path, timeout=60)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")
+def test_bench_on_cuda_without_a_gpu_says_so(tmp_path):
+    r = _cli(["bench", "overhead", "--device", "cuda"], tmp_path, timeout=60)
+    assert r.returncode == 2 and "no CUDA device is visible" in r.stderr and "Traceback" not in r.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..diffusion import batch_stream, train_local
+from ..diffusion import batch_stream, data_tensor, job_generator, train_local
 from ..exchange import make_exchange
 from ..model import FlatModel, build_scheduler, build_unet
 from .device import node_id, setup_torch
@@ -28,11 +28,11 @@ class JobSpec:
 
 
 class ClientWorker:
-    """Holds the training set (zero-copy from the object store) and a UNet on its device."""
+    """Holds the training set (zero-copy from the object store, or once on its GPU) and a UNet on its device."""
 
     def __init__(self, cfg: Config, images: np.ndarray, name: str) -> None:
         self.device = setup_torch(cfg.clients.num_cpus, cfg.train.device)
-        self.images = images
+        self.images = data_tensor(images, self.device, cfg.train.data_on_device)
         self.lr = cfg.train.lr
         self.prox_mu = cfg.train.prox_mu
         self.name = name
@@ -61,7 +61,7 @@ class ClientWorker:
             start = np.where(ex.mask, base, state["local"])
         self.fm.load(start)
         rng = np.random.default_rng(job.seed)
-        gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+        gen = job_generator(int(rng.integers(2**63 - 1)), self.device)
         batches = batch_stream(job.indices, job.batch_size, job.steps, rng)
         loss, seen = train_local(self.fm, self.scheduler, self.images, batches, self.lr, gen, self.prox_mu,
                                  autocast_bf16=self.bf16, channels_last=self.channels_last)

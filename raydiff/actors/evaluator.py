@@ -45,6 +45,10 @@ class Evaluator:
         self.quality = QualitySuite(ev, cfg.seed, heldout, heldout_labels, train_images, train_labels, self.device)
         self._memo: Optional[tuple[tuple, np.ndarray]] = None
 
+    def ready(self) -> bool:
+        """Answers once __init__ is done (the session waits for it before the clock starts)."""
+        return True
+
     def evaluate(self, version: int, vtime: float, vector: np.ndarray, fid: bool = False) -> dict[str, Any]:
         """One evals.parquet row. With ``fid``: also sample and score (fid_* columns, fid_seconds)."""
         t0 = time.perf_counter()

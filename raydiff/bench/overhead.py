@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import tempfile
 import time
 from pathlib import Path
@@ -16,48 +17,101 @@ from pathlib import Path
 import numpy as np
 
 
-def _bare_worker(args: tuple) -> float:
+def _bare_worker(args: tuple, barrier, results) -> None:
+    """One bare training loop; it starts its clock with the others (``barrier``) and reports
+    (start, end, samples) so that the raw rate is the machine's, over one common window."""
     preset, image_size, batch, steps, threads, device, bf16 = args
     import torch
 
     from ..config import ModelConfig
     from ..data.datasets import load_digits_set
-    from ..diffusion import train_local
+    from ..diffusion import data_tensor, job_generator, train_local
     from ..model import FlatModel, build_scheduler, build_unet
 
     torch.set_num_threads(threads)
     images = load_digits_set().images
     if image_size != images.shape[-1]:
         images = torch.nn.functional.interpolate(torch.from_numpy(images), size=image_size).numpy()
+    data = data_tensor(images, device)  # as a client actor holds it
     cfg = ModelConfig(preset=preset)
     fm = FlatModel(build_unet(cfg, image_size, 1, seed=0), device)
     sched = build_scheduler(cfg)
     rng = np.random.default_rng(0)
-    gen = torch.Generator().manual_seed(0)
-    train_local(fm, sched, images, rng.integers(0, len(images), (5, batch)), 2e-3, gen, autocast_bf16=bf16)
+    gen = job_generator(0, device)
+    train_local(fm, sched, data, rng.integers(0, len(images), (5, batch)), 2e-3, gen, autocast_bf16=bf16)
     batches = rng.integers(0, len(images), (steps, batch))
     if device == "cuda":
         torch.cuda.synchronize()
+    barrier.wait()
     t0 = time.perf_counter()
-    train_local(fm, sched, images, batches, 2e-3, gen, autocast_bf16=bf16)
+    train_local(fm, sched, data, batches, 2e-3, gen, autocast_bf16=bf16)
     if device == "cuda":
         torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t0)
+    results.put((t0, time.perf_counter(), steps * batch))
 
 
-def bench_overhead(actors: int | None = None, batch: int = 32, local_steps: int = 20, updates: int = 60,
-                   preset: str = "tiny", device: str = "cpu", image_size: int = 8, bf16: bool = False) -> float:
-    """``device="cuda"``: k clients of ``num_gpus=1/(k+1)`` (one share is the evaluator's) on one GPU against k bare processes sharing it
-    (the packed rate of ARCHITECTURE.md's table, e.g. 8 x 0.125 for the 3.9M UNet at 32x32, bf16)."""
-    k = actors or (os.cpu_count() or 1 if device == "cpu" else 8)
-    bare_steps = local_steps * updates // k
+def bare_rate(k: int, args: tuple) -> float:
+    """k bare loops at once: their samples over the window from the first start to the last end.
+
+    Summing each process's own rate would overstate the machine when one process runs alone for a
+    while (start-up skew, CUDA initialisation); a barrier and a common window do not.
+    """
     ctx = mp.get_context("spawn")
-    with ctx.Pool(k) as pool:
-        rates = pool.map(_bare_worker, [(preset, image_size, batch, bare_steps, 1, device, bf16)] * k)
-    bare = float(sum(rates))
+    barrier, results = ctx.Barrier(k), ctx.Queue()
+    procs = [ctx.Process(target=_bare_worker, args=(args, barrier, results)) for _ in range(k)]
+    for p in procs:
+        p.start()
+    got: list[tuple] = []
+    try:
+        while len(got) < k:
+            try:
+                got.append(results.get(timeout=2))
+            except queue.Empty:  # a dead worker would leave the others waiting at the barrier forever
+                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"a bare training process died (exit code {dead[0]})") from None
+    finally:
+        for p in procs:
+            p.join(timeout=10) if len(got) == k else p.terminate()
+    start, end = min(g[0] for g in got), max(g[1] for g in got)
+    return sum(g[2] for g in got) / (end - start)
+
+
+def raydiff_rate(cfg: dict) -> tuple[float, int]:
+    """(samples/s of every job whose result was used, over the event loop's wall time; jobs)."""
+    import pandas as pd
 
     from ..runner import run
 
+    with tempfile.TemporaryDirectory() as tmp:
+        res = run(cfg, out=Path(tmp) / "run", progress=False)
+        ev = pd.read_parquet(res.out_dir / "events.parquet")
+    used = ev[ev.wall_seconds.notna()]
+    return float(used.samples_trained.sum() / res.summary["loop_seconds"]), len(used)
+
+
+def bench_overhead(actors: int | None = None, batch: int = 32, local_steps: int = 20, updates: int = 60,
+                   preset: str = "tiny", device: str = "cpu", image_size: int = 8, bf16: bool = False,
+                   repeats: int = 1) -> float:
+    """``device="cuda"``: k clients of ``num_gpus=1/(k+1)`` (one share is the evaluator's) on one GPU against k bare processes sharing it
+    (the packed rate of ARCHITECTURE.md's table, e.g. 8 x 0.125 for the 3.9M UNet at 32x32, bf16).
+
+    ``repeats`` > 1 measures (bare, raydiff) pairs one after the other and reports the median of the
+    pairs' ratios: a shared VM's speed drifts by more than the overhead being measured (seen here:
+    the same bare loops at 1,350 and 1,800 samples/s an hour apart), and a pair shares one stretch of it.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            from ..errors import RaydiffError
+
+            raise RaydiffError("bench overhead --device cuda: no CUDA device is visible to this process "
+                               "(torch.cuda.is_available() is False)")
+    k = actors or (os.cpu_count() or 1 if device == "cpu" else 8)
+    bare_steps = local_steps * updates // k
     cfg = {
         "name": "bench-overhead",
         "model": {"preset": preset},
@@ -70,17 +124,17 @@ def bench_overhead(actors: int | None = None, batch: int = 32, local_steps: int 
         "eval": {"every_versions": 10 ** 9, "num_samples": 1, "judge": False},
         "run": {"max_updates": updates, "actors": k},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        import pandas as pd
-
-        res = run(cfg, out=Path(tmp) / "run", progress=False)
-        ev = pd.read_parquet(res.out_dir / "events.parquet")
-    used = ev[ev.wall_seconds.notna()]
-    sim = float(used.samples_trained.sum() / res.summary["loop_seconds"])
-    ratio = sim / bare
     print(f"workers            {k:>12}")
     print(f"model / batch      {preset:>8} / {batch}  ({device}{', bf16' if bf16 else ''}, {image_size}x{image_size})")
-    print(f"bare loops         {bare:>10,.0f} samples/s (sum of {k} processes)")
-    print(f"inside raydiff     {sim:>10,.0f} samples/s ({len(used)} jobs of {local_steps} steps)")
-    print(f"overhead ratio (raydiff / bare): {ratio:.3f}")
+    ratios = []
+    for r in range(repeats):
+        bare = bare_rate(k, (preset, image_size, batch, bare_steps, 1, device, bf16))
+        sim, jobs = raydiff_rate(cfg)
+        ratios.append(sim / bare)
+        tag = f" [{r + 1}/{repeats}]" if repeats > 1 else ""
+        print(f"bare loops{tag:<8} {bare:>10,.0f} samples/s ({k} processes, one common window)")
+        print(f"inside raydiff{tag:<4} {sim:>10,.0f} samples/s ({jobs} jobs of {local_steps} steps): ratio {sim / bare:.3f}")
+    ratio = float(np.median(ratios))
+    what = "median of " + ", ".join(f"{x:.3f}" for x in ratios) if repeats > 1 else "one pair"
+    print(f"overhead ratio (raydiff / bare, {what}): {ratio:.3f}")
     return ratio
