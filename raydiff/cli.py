@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("run_dir", help="run folder (its model/ is loaded; nothing is downloaded)")
     sm.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     sm.add_argument("--out", default="grid.png", help="PNG file to write (default grid.png)")
-    sm.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm", help="default ddpm")
+    sm.add_argument("--sampler", choices=["ddpm", "ddim"],
+                    help="default: the run's eval.sampler and eval.sample_steps (ddpm for a bare model folder)")
     sm.add_argument("--steps", type=int, help="sampling steps (default: all training steps for ddpm, 50 for ddim)")
     sm.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("bench", help="measure simulator overhead, aggregation cost or engine rate")

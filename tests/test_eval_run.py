@@ -124,3 +124,32 @@ def test_sample_cli_writes_grid_of_the_right_size(slow_eval_run, tmp_path, capsy
     err = " ".join(capsys.readouterr().err.split())
     assert "holds no saved model" in err and "Traceback" not in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_sample_cli_defaults_to_the_runs_own_sampler(slow_eval_run, tmp_path):
+    """The run sampled with DDIM at 10 steps: `raydiff sample` without --sampler does the same."""
+    from raydiff.cli import main
+
+    res, _, _ = slow_eval_run
+    common = ["--n", "6", "--seed", "2"]
+    assert main(["sample", str(res.out_dir), "--out", str(tmp_path / "default.png"), *common]) == 0
+    assert main(["sample", str(res.out_dir), "--out", str(tmp_path / "ddim10.png"), "--sampler", "ddim",
+                 "--steps", "10", *common]) == 0
+    assert main(["sample", str(res.out_dir), "--out", str(tmp_path / "ddim5.png"), "--sampler", "ddim",
+                 "--steps", "5", *common]) == 0
+    grids = {}
+    for name in ("default", "ddim10", "ddim5"):
+        with Image.open(tmp_path / f"{name}.png") as img:
+            grids[name] = np.asarray(img).copy()
+    np.testing.assert_array_equal(grids["default"], grids["ddim10"])
+    assert not np.array_equal(grids["default"], grids["ddim5"])  # the comparison can tell samplers apart
+
+
+def test_run_sampler_reads_the_config_and_falls_back_to_ddpm(tmp_path):
+    from raydiff.metrics.sampling import run_sampler
+
+    assert run_sampler(tmp_path) == ("ddpm", None)  # a bare pipeline folder has no config.yaml
+    (tmp_path / "config.yaml").write_text("eval: {sampler: ddim, sample_steps: 20}\n")
+    assert run_sampler(tmp_path) == ("ddim", 20)
+    (tmp_path / "config.yaml").write_text("eval: {num_samples: 4}\n")
+    assert run_sampler(tmp_path) == ("ddpm", None)

@@ -38,14 +38,31 @@ def load_pipeline(model_dir: Path):
     return pipe.unet, pipe.scheduler
 
 
-def sample_run(run_dir: str | Path, n: int, out: str | Path, sampler: str = "ddpm", steps: int | None = None,
-               seed: int = 0, device: str = "cpu") -> tuple[Path, np.ndarray]:
-    """Sample ``n`` images from the run's model and write them as one PNG grid at ``out``."""
+def run_sampler(run_dir: str | Path) -> tuple[str, int | None]:
+    """The run's own ``eval.sampler`` and ``eval.sample_steps`` from its ``config.yaml``, so that a
+    grid sampled later matches the run's grids by default; (ddpm, None) for a bare pipeline folder."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return "ddpm", None
+    from ..config_load import read_yaml
+
+    ev = (read_yaml(path, "run config") or {}).get("eval") or {}
+    return ev.get("sampler") or "ddpm", ev.get("sample_steps")
+
+
+def sample_run(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = None,
+               steps: int | None = None, seed: int = 0, device: str = "cpu") -> tuple[Path, np.ndarray]:
+    """Sample ``n`` images from the run's model and write them as one PNG grid at ``out``.
+
+    ``sampler`` None: the run's own sampler (and its steps, unless ``steps`` is given)."""
     from ..diffusion import sample_images
     from ..outputs import write_grid
 
     if n < 1:
         raise DataError(f"--n must be >= 1, got {n}")
+    if sampler is None:
+        sampler, run_steps = run_sampler(run_dir)
+        steps = steps if steps is not None else run_steps
     unet, scheduler = load_pipeline(find_model_dir(run_dir))
     T = scheduler.config.num_train_timesteps
     if steps is not None and not 1 <= steps <= T:
