@@ -343,15 +343,6 @@ def test_mnist_corrupt_file(tmp_path):
     assert "MNIST/raw" in str(e.value)
 
 
-def test_cifar_corrupt_batch_names_the_file(tmp_path):
-    make_cifar(tmp_path)
-    bad = tmp_path / "cifar-10-batches-py" / "data_batch_3"
-    bad.write_bytes(b"\x80\x02garbage")
-    with pytest.raises(DataError, match="corrupt") as e:
-        load_dataset(cfg("cifar10", tmp_path))
-    assert str(bad) in str(e.value)
-
-
 class Planted:
     """A pickle that would run a shell command if unpickled with plain pickle.load."""
 
@@ -360,13 +351,19 @@ class Planted:
         return (os.system, ("echo pwned",))
 
 
-def test_cifar_pickle_cannot_run_code(tmp_path):
-    make_cifar(tmp_path)
-    bad = tmp_path / "cifar-10-batches-py" / "data_batch_1"
-    bad.write_bytes(pickle.dumps({"data": Planted(), "labels": []}))
-    with pytest.raises(DataError, match="refusing to load") as e:
-        load_dataset(cfg("cifar10", tmp_path))
-    assert str(bad) in str(e.value)
+@pytest.mark.parametrize("make, dataset, rel, content, match, extra", [
+    (make_cifar, "cifar10", "cifar-10-batches-py/data_batch_3", b"\x80\x02garbage", "corrupt", ""),
+    (make_cifar, "cifar10", "cifar-10-batches-py/data_batch_1",  # must not run the planted command
+     pickle.dumps({"data": Planted(), "labels": []}), "refusing to load", ""),
+    (make_folder, "folder", "b_dog/9.png", b"not a png at all", "cannot read image", "replace or delete it"),
+], ids=["cifar-corrupt-batch", "cifar-pickle-cannot-run-code", "folder-unreadable-image"])
+def test_bad_file_is_refused_and_named(tmp_path, make, dataset, rel, content, match, extra):
+    make(tmp_path)
+    bad = tmp_path / rel
+    bad.write_bytes(content)
+    with pytest.raises(DataError, match=match) as e:
+        load_dataset(cfg(dataset, tmp_path))
+    assert str(bad) in str(e.value) and extra in str(e.value)
 
 
 def test_svhn_corrupt_mat(tmp_path):
@@ -374,15 +371,6 @@ def test_svhn_corrupt_mat(tmp_path):
     with pytest.raises(DataError, match="corrupt") as e:
         load_dataset(cfg("svhn", tmp_path))
     assert "train_32x32.mat" in str(e.value)
-
-
-def test_folder_unreadable_image_named(tmp_path):
-    make_folder(tmp_path)
-    bad = tmp_path / "b_dog" / "9.png"
-    bad.write_bytes(b"not a png at all")
-    with pytest.raises(DataError, match="cannot read image") as e:
-        load_dataset(cfg("folder", tmp_path))
-    assert str(bad) in str(e.value) and "replace or delete it" in str(e.value)
 
 
 def test_folder_truncated_image_named(tmp_path):

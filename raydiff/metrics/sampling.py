@@ -40,14 +40,13 @@ def load_pipeline(model_dir: Path):
 
 def run_sampler(run_dir: str | Path) -> tuple[str, int | None]:
     """The run's own ``eval.sampler`` and ``eval.sample_steps`` from its ``config.yaml``, so that a
-    grid sampled later matches the run's grids by default; (ddpm, None) for a bare pipeline folder."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        return "ddpm", None
-    from ..config_load import read_yaml
+    grid sampled later matches the run's grids by default; EvalConfig's defaults for a bare pipeline
+    folder (or a config that leaves them out)."""
+    from ..config_load import load_config
 
-    ev = (read_yaml(path, "run config") or {}).get("eval") or {}
-    return ev.get("sampler") or "ddpm", ev.get("sample_steps")
+    path = Path(run_dir) / "config.yaml"
+    ev = load_config(path if path.is_file() else None).eval
+    return ev.sampler, ev.sample_steps
 
 
 def sample_run(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = None,
