@@ -3,12 +3,31 @@
     >>> import raydiff
     >>> result = raydiff.run("scenarios/quickstart.yaml", ["run.max_updates=20"])
     >>> result.out_dir, result.summary["model_sha256"]
+
+``import raydiff`` is light: it loads neither torch nor Ray (``run`` and ``RunResult`` are imported on
+first use), so analysis code and strategy modules can use raydiff's names cheaply.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .config import Config
 from .config_load import load_config
 from .errors import ConfigError, DataError, RaydiffError, ResourceError
-from .runner import RunResult, run
+from .strategies import Decision, RunContext, Schedule, Strategy, Update, register_strategy
+
+if TYPE_CHECKING:
+    from .runner import RunResult, run
 
 __version__ = "0.1.0"
 __all__ = ["Config", "load_config", "run", "RunResult", "RaydiffError", "ConfigError", "DataError",
-           "ResourceError", "__version__"]
+           "ResourceError", "Strategy", "Update", "Decision", "RunContext", "Schedule", "register_strategy",
+           "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run", "RunResult"):  # torch and Ray load here, only when a run is asked for
+        from . import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'raydiff' has no attribute {name!r}")

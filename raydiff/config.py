@@ -8,7 +8,7 @@ bad scenario fails before Ray starts. Loading from YAML and ``--set`` overrides 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from .errors import ConfigError
 
@@ -231,7 +231,10 @@ class CompressionConfig:
 class StrategyConfig:
     """Server aggregation. Fields not used by the chosen strategy are ignored."""
 
-    name: Literal["fedavg", "fedasync", "fedbuff"] = "fedbuff"
+    # a registered strategy (fedavg, fedasync, fedbuff, or one added with raydiff.register_strategy) or an
+    # import path "package.module:ClassName" of a raydiff.Strategy subclass (raydiff.strategies.registry)
+    name: str = "fedbuff"
+    options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of a user strategy's class
     concurrency: int = 8  # async: jobs in flight at once
     clients_per_round: int = 10  # fedavg: updates aggregated per round
     over_selection: float = 0.0  # fedavg: select ceil(clients_per_round * (1 + this)), keep the first to report
@@ -275,10 +278,12 @@ class StrategyConfig:
                  f"must be > 0 (or null), got {self.norm_bound}")
         _require(self.ema_decay is None or 0 < self.ema_decay < 1, "strategy.ema_decay",
                  f"must be in (0, 1) (or null), got {self.ema_decay}")
-        _require(not (self.name == "fedasync" and self.server_optimizer != "sgd"), "strategy.server_optimizer",
-                 "server optimizers apply to aggregated updates: use fedavg or fedbuff, or server_optimizer: sgd")
-        _require(not (self.name == "fedasync" and self.dp.enabled), "strategy.dp.enabled",
-                 "client-level DP noises an aggregate of several updates: use fedavg or fedbuff")
+        _require(bool(self.name.strip()), "strategy.name", "must name a strategy (fedavg, fedasync, fedbuff, or "
+                 "an import path such as my_module:MyStrategy)")
+        if ":" not in self.name:  # a registered name is checked now; an import path when the strategy is built
+            from .strategies.registry import strategy_class
+
+            strategy_class(self.name)
 
 
 @dataclass(frozen=True)

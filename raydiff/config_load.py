@@ -21,16 +21,32 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and convert it (ints to floats, dicts to dataclasses)."""
+def convert_value(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert it (ints to floats, dicts to dataclasses).
+
+    Also used for a user strategy's options (``Strategy.from_options``), so errors name ``key`` as given.
+    """
+    if tp is Any:
+        return value
     origin = typing.get_origin(tp)
+    if origin in (dict, Mapping, typing.Mapping) or tp in (dict, Mapping):
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key}: expected a mapping of names to values, got {value!r}")
+        args = typing.get_args(tp)
+        inner = args[1] if len(args) == 2 else Any
+        return {k: convert_value(v, inner, f"{key}.{k}") for k, v in value.items()}
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [convert_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             if len(args) != len(typing.get_args(tp)):
                 return None
             raise ConfigError(f"{key}: must not be null")
-        return _convert(value, args[0], key)
+        return convert_value(value, args[0], key)
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -40,7 +56,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         (item, _ellipsis) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(convert_value(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping of fields, got {value!r}")
@@ -80,7 +96,7 @@ def build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     if unknown:
         raise ConfigError(f"{where}{unknown[0]}: unknown key; allowed keys{' in ' + prefix if prefix else ''}: "
                           f"{', '.join(names)}")
-    kwargs = {k: _convert(v, hints[k], f"{where}{k}") for k, v in data.items()}
+    kwargs = {k: convert_value(v, hints[k], f"{where}{k}") for k, v in data.items()}
     return cls(**kwargs)
 
 

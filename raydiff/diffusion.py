@@ -23,14 +23,6 @@ def batch_stream(indices: np.ndarray, batch_size: int, steps: int, rng: np.rando
     return stream.reshape(steps, batch_size)
 
 
-def steps_for(num_samples: int, batch_size: int, local_steps: int | None, local_epochs: float | None) -> int:
-    """How many optimizer steps one job takes: fixed, or enough to see the client's data ``local_epochs`` times."""
-    if local_steps is not None:
-        return local_steps
-    # round() first: 1.1 * 100 / 2 is 55.00000000000001 in floating point, and ceil would add a step
-    return max(1, math.ceil(round(float(local_epochs) * num_samples / batch_size, 9)))
-
-
 def denoising_loss(model: torch.nn.Module, scheduler, x0: torch.Tensor, t: torch.Tensor,
                    noise: torch.Tensor) -> torch.Tensor:
     """The DDPM epsilon-prediction loss of Ho et al. at given timesteps and noise."""

@@ -44,10 +44,6 @@ class JobPlan:
     end_s: float  # seconds after dispatch when the job ends (finishes or fails)
     failure_reason: str  # "" or "{dropout,offline}_{download,compute,upload}"
 
-    @property
-    def duration_s(self) -> float:
-        return self.download_s + self.compute_s + self.upload_s
-
 
 # ---------------------------------------------------------------------------------------- profiles
 def _lognormal_mean(mean: float, sigma: float, n: int, rng: np.random.Generator) -> np.ndarray:

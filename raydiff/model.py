@@ -132,6 +132,3 @@ def model_sha256(vector: np.ndarray) -> str:
     """The identity of a model: sha256 of its float32 vector's bytes."""
     return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).hexdigest()
 
-
-def count_params(cfg: ModelConfig, image_size: int, channels: int) -> int:
-    return sum(p.numel() for p in build_unet(cfg, image_size, channels).parameters())

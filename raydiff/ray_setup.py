@@ -4,11 +4,67 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
+from typing import Any
 
 from .config import Config
 from .errors import ResourceError
 
 log = logging.getLogger(__name__)
+
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray takes 127.0.0.1 as the node's IP and binds there
+_forced_local = {"env": False, "constant": False}  # what keep_ray_local changed in this process, to undo it
+
+
+def keep_ray_local(cfg: Config) -> bool:
+    """Make a local run's Ray listen on 127.0.0.1 only; leave Ray alone when the run attaches to a cluster.
+
+    Call it before Ray is first imported (``runner.run`` does, right before the session imports Ray). Ray reads
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, at ``import ray``: with "0" it keeps the node IP at 127.0.0.1 and
+    binds the GCS, raylet, agents and workers there; without it, a local Ray maps 127.0.0.1 to the machine's
+    address and listens on every interface (then token authentication is the only guard). So this sets the
+    variable (unless the user set it) for a local run, and when Ray was imported earlier (a notebook), sets the
+    value Ray read from it, ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``, to the same effect (logged). A Ray
+    already running in this process is used as it is: a warning says so if it is not on the loopback.
+    Attaching (``run.address`` or RAY_ADDRESS) undoes what an earlier local run of this process set, since a
+    cluster's nodes must reach this process at its real address. Never imports Ray. Returns True for a local run.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    local = not (cfg.run.address or os.environ.get("RAY_ADDRESS"))
+    consts: Any = sys.modules.get("ray._private.ray_constants")  # Ray's module, if imported: its setting is ours
+    if local:
+        if LOCAL_ONLY_ENV not in os.environ:
+            os.environ[LOCAL_ONLY_ENV] = "0"  # for this process's `import ray` and every Ray process it starts
+            _forced_local["env"] = True
+        if consts is not None and os.environ[LOCAL_ONLY_ENV] == "0" and getattr(consts, "ENABLE_RAY_CLUSTER", False):
+            import ray  # already imported: free
+
+            if ray.is_initialized():
+                ip = ray.util.get_node_ip_address()
+                if ip not in ("127.0.0.1", "::1"):
+                    log.warning(
+                        "Ray was started in this process before raydiff (ray.init) on %s, not 127.0.0.1: "
+                        "raydiff uses it as it is, so its GCS, raylet and actors listen beyond this machine, "
+                        "guarded by token authentication only. Start Python with %s=0 or let raydiff start "
+                        "Ray to keep it local.",
+                        ip,
+                        LOCAL_ONLY_ENV,
+                    )
+            else:
+                consts.ENABLE_RAY_CLUSTER = False
+                _forced_local["constant"] = True
+                log.info(
+                    "Ray was imported before raydiff could set %s=0; set Ray's copy of it instead, so this "
+                    "local Ray listens on 127.0.0.1 only",
+                    LOCAL_ONLY_ENV,
+                )
+    else:
+        if _forced_local["env"] and os.environ.get(LOCAL_ONLY_ENV) == "0":
+            del os.environ[LOCAL_ONLY_ENV]
+        if consts is not None and (_forced_local["constant"] or _forced_local["env"]):
+            consts.ENABLE_RAY_CLUSTER = not getattr(consts, "IS_WINDOWS_OR_OSX", False)  # Ray's own default
+        _forced_local.update(env=False, constant=False)
+    return local
 
 
 def init_ray(cfg: Config) -> bool:
@@ -16,8 +72,7 @@ def init_ray(cfg: Config) -> bool:
 
     Returns True if this call started Ray (and the caller should shut it down).
     """
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    keep_ray_local(cfg)
     import ray
 
     if ray.is_initialized():
@@ -26,13 +81,20 @@ def init_ray(cfg: Config) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=cfg.run.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=True, configure_logging=False)
+        ray.init(
+            num_cpus=cfg.run.num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+            configure_logging=False,
+        )
     return True
 
 
-def size_pool(cfg: Config, resources: dict[str, float]) -> int:
-    """How many client actors to start; a ResourceError if not even one fits or ``run.actors`` cannot."""
+def size_pool(cfg: Config, resources: dict[str, float], jobs_in_flight: int) -> int:
+    """How many client actors to start; a ResourceError if not even one fits or ``run.actors`` cannot.
+
+    ``jobs_in_flight``: the strategy's declared width (more actors than jobs in flight would idle)."""
     c = cfg.clients
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     if c.num_gpus > 0 and gpus == 0:
@@ -50,14 +112,54 @@ def size_pool(cfg: Config, resources: dict[str, float]) -> int:
         if fit < 1:
             raise ResourceError(f"clients.num_gpus={c.num_gpus}: the cluster's {gpus:g} GPUs hold no client "
                                 "actor beside the evaluator (which takes one client's share); use a fraction")
-    width = cfg.strategy.clients_per_round if cfg.strategy.name == "fedavg" else cfg.strategy.concurrency
     if cfg.run.actors is not None:
         if cfg.run.actors > fit:
             raise ResourceError(
                 f"run.actors={cfg.run.actors} actors of {c.num_cpus:g} CPU / {c.num_gpus:g} GPU each do not fit: "
                 f"the cluster has {cpus:g} CPUs and {gpus:g} GPUs, room for {fit}")
         return cfg.run.actors
-    return max(1, min(c.num_clients, width, fit))
+    return max(1, min(c.num_clients, jobs_in_flight, fit))
+
+
+def check_parallel_fit(cfgs: list[Config], parallel: int, resources: dict[str, float] | None = None) -> None:
+    """A sweep's ``parallel`` runs share one Ray cluster: every run's actors must fit beside the others'.
+
+    Each run starts all its client actors and waits until every one is placed. Runs sized for the whole
+    cluster (``run.actors`` unset) would each get some of their actors and wait for the rest forever, so
+    ``run.actors`` must be set, and ``parallel`` of the largest runs must fit the cluster's CPUs and GPUs
+    (``resources``: ``ray.cluster_resources()``; None checks the configs only, before Ray starts).
+    A ResourceError names the fix.
+    """
+    live = [c for c in cfgs if not c.run.dry_run]
+    if parallel < 2 or not live:
+        return
+    unset = [c.name for c in live if c.run.actors is None]
+    if unset:
+        raise ResourceError(
+            f"sweep parallel: {parallel} runs share one Ray cluster, so each run needs a fixed number of client "
+            f"actors: add run.actors=N to the sweep's `set` (N x clients.num_cpus x {parallel} at most the "
+            f"cluster's CPUs). Without it ({unset[0]}) each run sizes itself for the whole cluster, and concurrent "
+            "runs each hold some of their actors and wait for the rest forever"
+        )
+    if resources is None:
+        return
+    # the evaluator takes one client's GPU share beside the actors (size_pool reserves it)
+    need = sorted(
+        (
+            (c.run.actors or 0) * c.clients.num_cpus,
+            ((c.run.actors or 0) + 1) * c.clients.num_gpus if c.clients.num_gpus else 0.0,
+        )
+        for c in live
+    )
+    top = need[-parallel:]
+    cpus, gpus = sum(n[0] for n in top), sum(n[1] for n in top)
+    have_c, have_g = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if cpus > have_c + 1e-9 or gpus > have_g + 1e-9:
+        raise ResourceError(
+            f"sweep parallel: {parallel} runs at once need {cpus:g} CPUs and {gpus:g} GPUs for their client actors "
+            f"(run.actors x clients.num_cpus / num_gpus), but the Ray cluster has {have_c:g} CPUs and {have_g:g} "
+            "GPUs: lower run.actors or parallel, or add nodes"
+        )
 
 
 def server_placement(cfg: Config) -> dict:

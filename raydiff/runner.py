@@ -1,13 +1,15 @@
 """The Python API: ``raydiff.run(config_or_path, overrides) -> RunResult``. The CLI is a shell over it.
 
-Order matters for users: everything that can be wrong with the input (config, data, partition)
-is checked before Ray starts, so a typo costs milliseconds, not an actor start-up.
+:func:`run` is the composition root, and reads top to bottom: config, data, clients, model,
+strategy, then the event loop (dry, or on Ray), then the run folder. Everything that can be wrong
+with the input (config, data, partition, strategy options) is checked before Ray starts, so a typo
+costs milliseconds, not an actor start-up.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
@@ -18,10 +20,12 @@ from .config import Config
 from .config_load import dump_yaml, load_config
 from .data import load_dataset, partition, split_holdout
 from .errors import ConfigError
-from .hetero import class_share, make_availability, sample_profiles
 from .exchange import make_exchange
+from .hetero import class_share, make_availability, sample_profiles
 from .model import FlatModel, build_scheduler, build_unet, model_sha256
 from .outputs import save_pipeline, write_events, write_evals, write_grid, write_json
+from .sim.jobs import LoopResult
+from .strategies import Schedule, Strategy, build_strategy, implements_state
 
 log = logging.getLogger(__name__)
 
@@ -32,37 +36,71 @@ class RunResult:
     summary: dict[str, Any]
 
 
-def check_config(cfg: Config) -> None:
-    """Cross-field checks that no single dataclass can make."""
-    s, n = cfg.strategy, cfg.clients.num_clients
-    if s.name == "fedavg" and s.clients_per_round > n:
-        raise ConfigError(f"strategy.clients_per_round={s.clients_per_round} exceeds clients.num_clients={n}")
-    if s.name != "fedavg" and s.concurrency > n:
-        raise ConfigError(f"strategy.concurrency={s.concurrency} exceeds clients.num_clients={n}: a client "
-                          "trains one job at a time")
+def check_config(cfg: Config, strategy: Optional[Strategy] = None) -> Strategy:
+    """Cross-field checks that no single dataclass can make; returns the run's (wrapped, bound) strategy.
+
+    ``strategy``: an already built one (else it is built from ``cfg`` here, which also validates
+    ``strategy.name`` and ``strategy.options``).
+    """
+    s = strategy if strategy is not None else build_strategy(cfg.strategy, cfg.clients.num_clients,
+                                                             rng=np.random.default_rng(0))
+    check_schedule(cfg, s.schedule(), type(s).__name__)
+    if cfg.run.checkpoint_every and not implements_state(s):
+        raise ConfigError(f"run.checkpoint_every: the strategy {cfg.strategy.name!r} does not implement "
+                          "state_dict() and load_state_dict(), so a checkpoint cannot save it and a resumed run "
+                          "would not be the same run. Implement both (README: Write your own strategy), or set "
+                          "run.checkpoint_every to null")
     from .metrics import check_eval
 
     check_eval(cfg)  # sampling steps, Inception weights: before Ray, as every input check
+    return s
+
+
+def check_schedule(cfg: Config, sch: Schedule, who: str) -> None:
+    """The strategy's declared scheduling against the population it will run on."""
+    n = cfg.clients.num_clients
+    if sch.jobs_in_flight < 1 or sch.updates_per_version < 1 or sch.round_reports < 1:
+        raise ConfigError(f"strategy.name: {who} declares jobs_in_flight={sch.jobs_in_flight}, updates_per_version="
+                          f"{sch.updates_per_version}, round_reports={sch.round_reports}; each must be >= 1")
+    if sch.round_based and sch.round_reports > n:
+        raise ConfigError(f"strategy.clients_per_round={sch.round_reports} exceeds clients.num_clients={n}")
+    if not sch.round_based and sch.jobs_in_flight > n:
+        raise ConfigError(f"strategy.concurrency={sch.jobs_in_flight} exceeds clients.num_clients={n}: a client "
+                          "trains one job at a time")
+    if sch.one_update_per_client and not sch.round_based and sch.updates_per_version > n:
+        raise ConfigError(f"strategy.buffer_size={sch.updates_per_version} exceeds clients.num_clients={n}: with "
+                          "client-level DP each client puts at most one update into a version, so a version "
+                          "needs that many distinct clients")
 
 
 def default_out_dir(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def _strategy_name(strategy: Strategy) -> str:
+    """The import path recorded in config.yaml for a strategy handed over as an instance."""
+    cls = type(strategy)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def run(config: "str | Path | Mapping | Config | None" = None, overrides: Iterable[str] = (),
         out: "str | Path | None" = None, progress: bool = True,
         callback: Optional[Callable[[dict[str, Any]], None]] = None,
-        resume: "str | Path | None" = None) -> RunResult:
+        resume: "str | Path | None" = None, strategy: Optional[Strategy] = None) -> RunResult:
     """Run one simulation and write its folder (README: "The run folder").
 
     ``callback(info)`` is called at every new model version with ``version, vtime, loss`` and the
     job counts so far: for live plots in a notebook, or to inject faults in tests.
     ``resume``: a run folder holding a checkpoint (``run.checkpoint_every``); the run continues
     from it, with the folder's own config, and ends as if it had never stopped.
+    ``strategy``: a :class:`raydiff.Strategy` instance to use instead of the one ``strategy.name``
+    names (DP, norm bound and EMA from the config still wrap it; config.yaml records its class).
+    Resuming such a run needs the same instance again (``run(resume=..., strategy=...)``).
     """
     wall0 = time.perf_counter()
     from .sim import checkpoint
 
+    # 1. the config (and the checkpoint to continue from)
     state = None
     if resume is not None:
         if config is not None or list(overrides):
@@ -71,7 +109,10 @@ def run(config: "str | Path | Mapping | Config | None" = None, overrides: Iterab
         state = checkpoint.read(out / checkpoint.CHECKPOINT)
         config = out / "config.yaml"
     cfg = load_config(config, overrides)
-    check_config(cfg)
+    if strategy is not None:
+        cfg = replace(cfg, strategy=replace(cfg.strategy, name=_strategy_name(strategy)))
+
+    # 2. data, partition and the simulated clients
     ds = load_dataset(cfg.data)
     train, held = split_holdout(ds, cfg.data.holdout_fraction, np.random.default_rng([cfg.seed, 6]))
     parts = partition(train.labels, cfg.clients.num_clients, cfg.data.partition, cfg.data.beta,
@@ -80,47 +121,68 @@ def run(config: "str | Path | Mapping | Config | None" = None, overrides: Iterab
     slow = class_share(parts, train.labels, cfg.clients.slow_classes) if cfg.clients.slow_classes else None
     profiles = sample_profiles(cfg.clients, np.random.default_rng([cfg.seed, 4]), slow_score=slow)
     availability = make_availability(cfg.clients, profiles, np.random.default_rng([cfg.seed, 8]))
+
+    # 3. the model, what travels on the wire, and the strategy (all still before Ray)
+    size, channels = train.images.shape[-1], train.images.shape[1]
+    x0 = FlatModel(build_unet(cfg.model, size, channels, seed=cfg.seed))  # the initial global model
+    exchange = make_exchange(cfg, x0.module)
+    strat = build_strategy(cfg.strategy, cfg.clients.num_clients, rng=np.random.default_rng([cfg.seed, 9]),
+                           mask=exchange.mask, base=strategy)
+    check_config(cfg, strat)
+
+    # 4. the run folder's inputs
     out_dir = Path(out) if out is not None else default_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
     write_partition(out_dir, parts, train.labels, max(ds.num_classes, 1))
-    size, channels = train.images.shape[-1], train.images.shape[1]
-    x0 = FlatModel(build_unet(cfg.model, size, channels, seed=cfg.seed))  # the initial global model
-    exchange = make_exchange(cfg, x0.module)
-    hooks = dict(resume=state, on_checkpoint=None if not cfg.run.checkpoint_every else
-                 (lambda st: checkpoint.write(out_dir / checkpoint.CHECKPOINT, st)))
+    on_checkpoint = None if not cfg.run.checkpoint_every else (
+        lambda st: checkpoint.write(out_dir / checkpoint.CHECKPOINT, st))
+
+    # 5. the event loop: without training (dry run), or on Ray
     if cfg.run.dry_run:
-        return _dry_run(cfg, x0.size, exchange, profiles, parts, availability, out_dir, progress, wall0, callback,
-                        hooks)
+        from .dry_run import run_dry
+
+        loop, extra = run_dry(cfg, strat, x0.size, exchange, profiles, parts, availability, progress, callback,
+                              on_checkpoint, state)
+        write_events(out_dir / "events.parquet", loop.rows)
+        summary = _summary(cfg, loop, wall0)
+        summary.update(extra)
+        write_json(out_dir / "summary.json", summary)
+        return RunResult(out_dir, summary)
+    from .ray_setup import keep_ray_local  # before Ray's first import: a local Ray then stays on 127.0.0.1
+    keep_ray_local(cfg)
     from .session import Session  # imports Ray: only once the input is known to be good
 
-    with Session(cfg, train.images, held.images, x0.vector(), exchange, train_labels=train.labels,
+    with Session(cfg, strat, train.images, held.images, x0.vector(), exchange, train_labels=train.labels,
                  heldout_labels=held.labels) as session:
-        loop = session.run(profiles, parts, availability, progress, callback, hooks)
+        loop = session.run(profiles, parts, availability, progress, callback, on_checkpoint, state)
         tail = session.collect(loop)
-    final, exported = tail["vector"], tail["exported"]
+
+    # 6. the run folder's results
     (out_dir / "samples").mkdir(exist_ok=True)
-    for version, images in tail["grids"]:
+    for version, images in tail.grids:
         write_grid(out_dir / "samples" / f"v{version:06d}.png", images)
-    write_grid(out_dir / "samples" / "final.png", tail["final_samples"])
+    write_grid(out_dir / "samples" / "final.png", tail.final_samples)
     real = held.images[np.random.default_rng([cfg.seed, 7]).permutation(len(held.images))[:cfg.eval.num_samples]]
     write_grid(out_dir / "samples" / "real.png", real)  # held-out real images, to compare by eye
     write_events(out_dir / "events.parquet", loop.rows)
-    write_evals(out_dir / "evals.parquet", add_privacy(cfg, tail["evals"]))
-    x0.load(exported)
+    write_evals(out_dir / "evals.parquet", add_privacy(cfg, strat.schedule(), tail.evals))
+    x0.load(tail.exported)
     save_pipeline(out_dir / "model", x0.module, build_scheduler(cfg.model))
     summary = _summary(cfg, loop, wall0)
-    summary.update(model_sha256=model_sha256(final), num_params=int(final.size), actors=session.num_actors,
-                   final_heldout_loss=tail["evals"][-1]["heldout_loss"] if tail["evals"] else None,
-                   exported_model="ema" if exported is not final else "global",
-                   server_received=tail["server_received"],
-                   ema_sha256=model_sha256(tail["ema"]) if tail["ema"] is not None else None, **tail["judge"])
+    summary.update(model_sha256=model_sha256(tail.vector), num_params=int(tail.vector.size),
+                   actors=session.num_actors,
+                   final_heldout_loss=tail.evals[-1]["heldout_loss"] if tail.evals else None,
+                   exported_model="ema" if tail.exported is not tail.vector else "global",
+                   server_received=tail.server_received,
+                   ema_sha256=model_sha256(tail.export_vector) if tail.export_vector is not None else None,
+                   **tail.judge)
     write_json(out_dir / "summary.json", summary)
     log.info("run folder: %s", out_dir)
     return RunResult(out_dir, summary)
 
 
-def write_partition(out_dir: Path, parts, labels: np.ndarray, num_classes: int) -> None:
+def write_partition(out_dir: Path, parts: list[np.ndarray], labels: np.ndarray, num_classes: int) -> None:
     """partition.parquet (per-client class counts) and partition.png: the data skew a person can see."""
     from .data.partition_report import class_counts, plot_partition
 
@@ -129,7 +191,7 @@ def write_partition(out_dir: Path, parts, labels: np.ndarray, num_classes: int) 
     plot_partition(table, out_dir / "partition.png")
 
 
-def add_privacy(cfg: Config, evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def add_privacy(cfg: Config, schedule: Schedule, evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """With client-level DP, each evaluation row gets the (epsilon, delta) spent up to its version.
 
     Each version is one Gaussian-mechanism step over a sample of clients; the sampling rate is
@@ -141,9 +203,7 @@ def add_privacy(cfg: Config, evals: list[dict[str, Any]]) -> list[dict[str, Any]
         return evals
     from .strategies import PrivacyAccountant
 
-    st = cfg.strategy
-    per_version = st.buffer_size if st.name == "fedbuff" else st.clients_per_round
-    q = min(1.0, per_version / cfg.clients.num_clients)
+    q = min(1.0, schedule.updates_per_version / cfg.clients.num_clients)
     out = []
     for row in sorted(evals, key=lambda r: r["version"]):
         acc = PrivacyAccountant(dp.noise_multiplier, q)
@@ -153,35 +213,7 @@ def add_privacy(cfg: Config, evals: list[dict[str, Any]]) -> list[dict[str, Any]
     return out
 
 
-def _dry_run(cfg: Config, size: int, exchange, profiles, parts, availability, out_dir: Path, progress: bool,
-             wall0: float, callback, hooks: dict[str, Any]) -> RunResult:
-    """Schedule without training: the real strategy on empty vectors, the real update size in bytes."""
-    from .progress import Progress, chain
-    from .sim.executor import DryExecutor
-    from .sim.orchestrator import Orchestrator
-    from .strategies import make_strategy
-
-    bar = Progress(cfg, enabled=progress)
-    strategy = make_strategy(cfg.strategy, np.random.default_rng([cfg.seed, 9]))
-    down, up = exchange.down_bytes(size), exchange.up_bytes(size)  # up: one trial encode (top-k sorts)
-    try:
-        loop = Orchestrator(cfg, profiles, parts, availability, DryExecutor(strategy), None,
-                            down, up, on_progress=chain(bar, callback),
-                            **hooks).run()
-    finally:
-        bar.close()
-    loop_s = loop.loop_seconds
-    write_events(out_dir / "events.parquet", loop.rows)
-    summary = _summary(cfg, loop, wall0)
-    summary.update(dry_run=True, model_sha256=None, vector_bytes=4 * size, num_params=size,
-                   upload_bytes=up, download_bytes=down,
-                   events_per_second=len(loop.rows) / loop_s if loop_s > 0 else None)
-    write_json(out_dir / "summary.json", summary)
-    log.info("dry run: %d events in %.2f s (%.0f events/s)", len(loop.rows), loop_s, summary["events_per_second"])
-    return RunResult(out_dir, summary)
-
-
-def _summary(cfg: Config, loop, wall0: float) -> dict[str, Any]:
+def _summary(cfg: Config, loop: LoopResult, wall0: float) -> dict[str, Any]:
     statuses = [r["status"] for r in loop.rows]
     return dict(name=cfg.name, seed=cfg.seed, strategy=cfg.strategy.name, final_version=loop.version,
                 updates_applied=statuses.count("applied"), jobs_dispatched=len(loop.rows),

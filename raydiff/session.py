@@ -2,32 +2,65 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 import ray
 
 from .actors import Evaluator, ParameterServer
 from .config import Config
-from .hetero import Availability, ClientProfile
 from .exchange import Exchange
+from .hetero import Availability, ClientProfile
 from .progress import Progress, chain
+from .ray_exec.executor import RayExecutor
+from .ray_exec.pool import ActorPool
 from .ray_setup import init_ray, server_placement, size_pool
+from .sim.checkpoint import LoopState
 from .sim.orchestrator import LoopResult, Orchestrator
-from .sim.pool import ActorPool
-from .sim.ray_executor import RayExecutor
-from .strategies import NormBound, make_strategy
+from .strategies import Schedule, Strategy
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What a finished run hands to the run folder, gathered from the actors."""
+
+    vector: np.ndarray  # the final global vector
+    export_vector: Optional[np.ndarray]  # what the strategy offers instead (the EMA), or None
+    exported: np.ndarray  # what model/ holds: export_vector when eval.export_ema allows, else vector
+    server_received: list[list[str]]  # the server's audit: kinds of data clients sent
+    evals: list[dict[str, Any]]  # evals.parquet rows, one per version (a repeated version: the later row)
+    grids: list[tuple[int, np.ndarray]]  # (version, samples) for samples/vNNNNNN.png
+    final_samples: np.ndarray  # samples/final.png, from the exported model
+    judge: dict[str, Any]  # summary.json additions: the digit judge's scores and the final_* sample metrics
+
+
+def send_by_value(strategy: Strategy) -> None:
+    """Let Ray's workers unpickle a user's strategy whose module they cannot import (a file next to
+    the user, a test module): cloudpickle then ships the class itself, not a reference to it."""
+    from ray import cloudpickle
+
+    s: Optional[Strategy] = strategy
+    while s is not None:
+        mod = type(s).__module__
+        if mod != "__main__" and mod.split(".")[0] != "raydiff" and mod in sys.modules:
+            cloudpickle.register_pickle_by_value(sys.modules[mod])
+        s = getattr(s, "inner", None)
 
 
 class Session:
     """Context manager: everything it started is gone when it exits, even on Ctrl-C or an error."""
 
-    def __init__(self, cfg: Config, train_images: np.ndarray, heldout_images: np.ndarray, x0: np.ndarray,
-                 exchange: Exchange, train_labels: Optional[np.ndarray] = None,
+    def __init__(self, cfg: Config, strategy: Strategy, train_images: np.ndarray, heldout_images: np.ndarray,
+                 x0: np.ndarray, exchange: Exchange, train_labels: Optional[np.ndarray] = None,
                  heldout_labels: Optional[np.ndarray] = None) -> None:
         self.cfg = cfg
+        self.strategy = strategy
+        self.schedule: Schedule = strategy.schedule()
         self.train_labels, self.heldout_labels = train_labels, heldout_labels  # for the domain judge (FID)
         self.x0 = x0
         self.exchange = exchange
@@ -37,18 +70,17 @@ class Session:
         self.pool: ActorPool | None = None
         self.handles: list[Any] = []
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         self.started_ray = init_ray(self.cfg)
         try:
-            self.num_actors = size_pool(self.cfg, ray.cluster_resources())
-            c, st = self.cfg.clients, self.cfg.strategy
+            self.num_actors = size_pool(self.cfg, ray.cluster_resources(), self.schedule.jobs_in_flight)
+            c = self.cfg.clients
             self.x0_ref = ray.put(self.x0)
             images_ref = ray.put(self.train_images)  # once; every actor maps it zero-copy
-            bound = NormBound(st.norm_bound, st.norm_mode) if st.norm_bound is not None else None
             place = server_placement(self.cfg)
+            send_by_value(self.strategy)
             self.server = ray.remote(ParameterServer).options(num_cpus=0, **place).remote(
-                self.x0_ref, make_strategy(st, np.random.default_rng([self.cfg.seed, 9])), copy_on_return=False,
-                compressor=self.exchange.compressor, norm_bound=bound, ema_decay=st.ema_decay)
+                self.x0_ref, self.strategy, copy_on_return=False, compressor=self.exchange.compressor)
             # The evaluator takes one client's GPU share (size_pool reserved it) and no CPU reservation:
             # it is idle most of the time, and must never wait behind busy clients for a slot.
             # (with GPU clients it needs a GPU node, which the head may not be: then Ray places it)
@@ -69,37 +101,38 @@ class Session:
 
     def run(self, profiles: list[ClientProfile], parts: list[np.ndarray], availability: Availability,
             show_progress: bool, callback: Optional[Callable[[dict[str, Any]], None]] = None,
-            hooks: Optional[dict[str, Any]] = None) -> LoopResult:
-        """``hooks``: ``on_checkpoint`` and ``resume`` for the orchestrator (sim/checkpoint.py)."""
+            on_checkpoint: Optional[Callable[[LoopState], None]] = None,
+            resume: Optional[LoopState] = None) -> LoopResult:
         bar = Progress(self.cfg, enabled=show_progress)
+        assert self.pool is not None, "Session.run outside its with-block"
         self.executor = RayExecutor(self.pool, self.server, self.evaluator, self.cfg)
         try:
-            orch = Orchestrator(self.cfg, profiles, parts, availability, self.executor, self.x0_ref,
+            orch = Orchestrator(self.cfg, self.schedule, profiles, parts, availability, self.executor, self.x0_ref,
                                 self.exchange.down_bytes(self.x0.size), self.exchange.up_bytes(self.x0.size),
                                 stateful_clients=self.exchange.stateful, on_progress=chain(bar, callback),
-                                **(hooks or {}))
+                                on_checkpoint=on_checkpoint, resume=resume)
             log.info("event loop started with %d client actors", self.num_actors)
             return orch.run()
         finally:
             bar.close()
 
-    def collect(self, loop: LoopResult) -> dict[str, Any]:
+    def collect(self, loop: LoopResult) -> Collected:
         """Wait for evaluations and sample the final model (the only blocking evaluation work).
 
         The orchestrator queued the final version's evaluation (with FID) before this sample call, so
         when the exported model is the global one, the evaluator reuses those samples for the grid.
         """
         vector = ray.get(loop.version_handle)
-        ema = ray.get(self.server.ema_vector.remote())
+        export = ray.get(self.server.export_vector.remote())
         received = [list(map(str, k)) for k in ray.get(self.server.audit.remote())]
-        exported = ema if ema is not None and self.cfg.eval.export_ema else vector
+        exported = export if export is not None and self.cfg.eval.export_ema else vector
         final_ref = self.evaluator.sample.remote(exported, self.cfg.eval.num_samples, self.cfg.seed)
         evals = ray.get(self.executor.eval_refs)
         grids = [(v, ray.get(r)) for v, r in self.executor.sample_refs]
         final_samples = ray.get(final_ref)
         judge: dict[str, Any] = {}
         if self.cfg.eval.judge and self.cfg.data.dataset == "digits":
-            from .judge import judge_digits
+            from .digit_judge import judge_digits
 
             judge = judge_digits(final_samples)
         by_version = {e["version"]: e for e in evals}  # a version may be asked twice: the later row (with FID) wins
@@ -108,8 +141,8 @@ class Session:
 
         judge.update({f"final_{k}": final_row[k] for k in (*DOMAIN_COLUMNS, "fid_inception")
                       if k in final_row})  # into summary.json, next to the digit judge's scores
-        return dict(vector=vector, ema=ema, exported=exported, server_received=received, evals=list(by_version.values()), grids=grids,
-                    final_samples=final_samples, judge=judge)
+        return Collected(vector=vector, export_vector=export, exported=exported, server_received=received,
+                         evals=list(by_version.values()), grids=grids, final_samples=final_samples, judge=judge)
 
     def __exit__(self, *exc: Any) -> None:
         if self.pool is not None:

@@ -6,7 +6,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from raydiff.diffusion import batch_stream, steps_for
+from raydiff.diffusion import batch_stream
+from raydiff.sim.jobs import steps_for
 from raydiff.sim.clock import EventQueue
 from raydiff.sim.selection import IdleSet
 

@@ -23,7 +23,7 @@ import pytest
 import raydiff
 from raydiff.config import ModelConfig
 from raydiff.hetero import MBPS, Availability, OnOffAvailability
-from raydiff.model import count_params
+from raydiff.model import build_unet
 
 runner = importlib.import_module("raydiff.runner")
 
@@ -479,7 +479,7 @@ def test_transfer_columns_follow_the_network(tmp_path):
                                    "network": {"down_mbps": 40.0, "up_mbps": 8.0, "latency_s": 0.03}},
                 train={"local_steps": 3, "batch_size": 16})
     vb = s["vector_bytes"]
-    assert vb == 4 * count_params(ModelConfig(), 8, 1)  # digits: 8x8 greyscale, float32 parameters
+    assert vb == 4 * sum(p.numel() for p in build_unet(ModelConfig(), 8, 1).parameters())  # digits: 8x8 greyscale, float32 parameters
     assert (ev.download_bytes == vb).all() and (ev.upload_bytes == vb).all()
     np.testing.assert_allclose(ev.download_s, 0.03 + vb / (40.0 * MBPS), rtol=1e-12)
     np.testing.assert_allclose(ev.upload_s, 0.03 + vb / (8.0 * MBPS), rtol=1e-12)

@@ -14,7 +14,7 @@ from PIL import Image
 
 import raydiff
 from raydiff.outputs import grid_image
-from raydiff.sim.executor import DryExecutor
+from raydiff.dry_run import DryExecutor
 
 DRY = {"name": "dry-eval", "seed": 0, "clients": {"num_clients": 10},
        "strategy": {"name": "fedbuff", "concurrency": 4, "buffer_size": 2},

@@ -150,4 +150,4 @@ def test_server_hands_its_vector_to_the_object_store_without_a_copy():
 
     ps = ParameterServer(np.zeros(3, np.float32), FedBuff(1, 1.0, 0.5), copy_on_return=False)
     out, vec = ps.submit(0, 0, 0, 5, np.ones(3, np.float32))
-    assert out["status"] == "applied" and vec is ps.x
+    assert out.status == "applied" and vec is ps.x

@@ -2,7 +2,7 @@
 import numpy as np
 
 from raydiff.data.datasets import load_digits_set
-from raydiff.judge import judge_digits, judge_model
+from raydiff.digit_judge import judge_digits, judge_model
 
 
 def test_judge_is_accurate_and_rejects_noise():

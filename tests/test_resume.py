@@ -50,7 +50,7 @@ def test_sigkill_then_resume_gives_the_same_model(tmp_path):
     while time.time() < deadline and killed.poll() is None:
         if ckpt.is_file():
             try:
-                version = pickle.loads(ckpt.read_bytes())["version"]
+                version = pickle.loads(ckpt.read_bytes()).version
             except Exception:  # noqa: BLE001 - being replaced right now
                 pass
             if version >= 6:

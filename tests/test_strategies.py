@@ -15,7 +15,9 @@ import pytest
 from raydiff.actors.server import ParameterServer
 from raydiff.config import StalenessConfig, StrategyConfig
 from raydiff.strategies import (EMA, FedAsync, FedAvg, FedBuff, NormBound, Update, check_update, l2_norm,
-                                make_strategy, staleness_fn)
+                                build_strategy, staleness_fn, strategy_class)
+from raydiff.errors import ConfigError
+from raydiff.messages import ServerReply
 
 
 def f32(*values: float) -> np.ndarray:
@@ -127,9 +129,9 @@ class TestFedAsync:
         assert x.tobytes() == f32(*X0).tobytes()
 
     def test_flags(self):
-        assert FedAsync.needs_base is True
-        assert FedAsync.synchronous is False
-        assert FedAsync(0.5, staleness_fn("constant")).pending() == 0
+        s = FedAsync(0.5, staleness_fn("constant"))
+        assert s.needs_base is True and s.round_based is False and s.aggregates_sums is False
+        assert s.pending() == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,9 +254,9 @@ class TestFedAvg:
         assert x.tobytes() == snapshot
 
     def test_flags(self):
-        assert FedAvg.synchronous is True
-        assert FedAvg.needs_base is False
-        assert FedBuff.synchronous is False
+        assert FedAvg().round_based is True and FedAvg().needs_base is False
+        assert FedBuff(2, 1.0, 0.5).round_based is False and FedBuff(2, 1.0, 0.5).needs_base is False
+        assert FedAvg().aggregates_sums and FedBuff(2, 1.0, 0.5).aggregates_sums
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,10 +302,10 @@ class TestParameterServer:
         ps = ParameterServer(f32(*X0), FedBuff(1, 1.0, 0.5))
         before = ps.x.tobytes()
         out, vec = ps.submit(7, 0, 0, 10, f32(1, np.nan, 1))
-        assert out["status"] == "rejected"
-        assert "non_finite" in out["reason"]
-        assert out["version"] == 0
-        assert out["applied_jobs"] == []
+        assert out.status == "rejected"
+        assert "non_finite" in out.reason
+        assert out.version == 0
+        assert out.applied_jobs == ()
         assert vec is None
         assert ps.version == 0
         assert ps.x.tobytes() == before
@@ -313,24 +315,24 @@ class TestParameterServer:
     def test_malformed_update_is_rejected(self):
         ps = ParameterServer(f32(*X0), FedBuff(1, 1.0, 0.5))
         out, vec = ps.submit(1, 0, 0, 10, np.zeros(3, dtype=np.float64))
-        assert out["status"] == "rejected" and "malformed" in out["reason"]
+        assert out.status == "rejected" and "malformed" in out.reason
         assert vec is None and ps.version == 0
 
     def test_fedbuff_two_through_the_server(self):
         """K=2: job 10 buffered; job 11 completes the buffer -> version 1, applied_jobs [10, 11]."""
         ps = ParameterServer(f32(*X0), FedBuff(2, 1.0, 0.5))
         out, vec = ps.submit(10, 0, 0, 5, f32(*D1))
-        assert out["status"] == "buffered"
-        assert out["applied_jobs"] == []
-        assert out["version"] == 0
+        assert out.status == "buffered"
+        assert out.applied_jobs == ()
+        assert out.version == 0
         assert vec is None
         assert ps.x.tolist() == [1.0, 2.0, 3.0]
 
         # Staleness 0 again (still version 0), so both weights are 1: x = [1,2,3] + ([2,-2,6]+[4,8,-4])/2
         out, vec = ps.submit(11, 1, 0, 5, f32(*D2))
-        assert out["status"] == "applied"
-        assert out["applied_jobs"] == [10, 11]
-        assert out["version"] == 1
+        assert out.status == "applied"
+        assert out.applied_jobs == (10, 11)
+        assert out.version == 1
         assert ps.version == 1
         close(ps.x, [4.0, 5.0, 4.0])
         assert vec is not None
@@ -340,32 +342,31 @@ class TestParameterServer:
         close(ps.x, [4.0, 5.0, 4.0])
 
         out, _ = ps.submit(12, 2, 1, 5, f32(1, 1, 1))
-        assert out["status"] == "buffered" and out["applied_jobs"] == []
+        assert out.status == "buffered" and out.applied_jobs == ()
 
     def test_rejected_update_between_buffered_ones(self):
         """A bad update in the middle neither fills the buffer nor appears among applied jobs."""
         ps = ParameterServer(f32(*X0), FedBuff(2, 1.0, 0.5))
         ps.submit(1, 0, 0, 5, f32(*D1))
         out, _ = ps.submit(2, 1, 0, 5, f32(np.inf, 0, 0))
-        assert out["status"] == "rejected"
+        assert out.status == "rejected"
         assert ps.strategy.pending() == 1
         out, _ = ps.submit(3, 2, 0, 5, f32(*D2))
-        assert out["status"] == "applied"
-        assert out["applied_jobs"] == [1, 3]
+        assert out.status == "applied"
+        assert out.applied_jobs == (1, 3)
         close(ps.x, [4.0, 5.0, 4.0])
 
     def test_staleness_is_version_minus_base_version(self):
         """FedBuff K=1, p=1: each submit is a version; weights 1/(1+s) follow the reported staleness."""
         ps = ParameterServer(f32(0, 0, 0), FedBuff(1, 1.0, 1.0))
         reports = [ps.submit(j, j, 0, 1, f32(6, 6, 6))[0] for j in range(3)]
-        assert [r["staleness"] for r in reports] == [0, 1, 2]
-        assert [r["version"] for r in reports] == [1, 2, 3]
-        assert [r["weight"] for r in reports] == pytest.approx([1.0, 0.5, 1 / 3])
+        assert [r.staleness for r in reports] == [0, 1, 2]
+        assert [r.version for r in reports] == [1, 2, 3]
         close(ps.x, [11.0, 11.0, 11.0])  # 6 + 3 + 2
         out, _ = ps.submit(9, 0, 2, 1, f32(0, 0, 0))
-        assert out["staleness"] == 1
+        assert out.staleness == 1
         out, _ = ps.submit(10, 0, 0, 1, f32(np.nan, 0, 0))
-        assert out["status"] == "rejected" and out["staleness"] == 4
+        assert out.status == "rejected" and out.staleness == 4
 
     def test_discard_pending_returns_buffered_jobs(self):
         ps = ParameterServer(f32(*X0), FedBuff(3, 1.0, 0.5))
@@ -377,31 +378,31 @@ class TestParameterServer:
         assert ps.x.tolist() == [1.0, 2.0, 3.0]
         for j, d in enumerate([(3, 0, 0), (0, 3, 0), (0, 0, 3)]):
             out, _ = ps.submit(20 + j, j, 0, 1, f32(*d))
-        assert out["applied_jobs"] == [20, 21, 22]
+        assert out.applied_jobs == (20, 21, 22)
         close(ps.x, [2.0, 3.0, 4.0])
 
     def test_fedavg_round_through_the_server(self):
         ps = ParameterServer(f32(*X0), FedAvg(1.0))
         for j, (n, d) in enumerate(ROUND):
             out, vec = ps.submit(30 + j, j, 0, n, f32(*d))
-            assert out["status"] == "buffered" and vec is None and out["version"] == 0
+            assert out.status == "buffered" and vec is None and out.version == 0
         assert ps.x.tolist() == [1.0, 2.0, 3.0]
         out, vec = ps.end_round()
-        assert out["version"] == 1
-        assert out["applied_jobs"] == [30, 31, 32]
+        assert out.version == 1
+        assert out.applied_jobs == (30, 31, 32)
         close(vec, [3.0, 4.5, 3.5])
         assert vec.tobytes() == ps.x.tobytes() and vec is not ps.x
 
         out, vec = ps.end_round()
-        assert out == {"applied_jobs": [], "version": 1}
+        assert out == ServerReply(version=1)
         assert vec is None
 
     def test_fedasync_through_the_server_uses_base(self):
         ps = ParameterServer(f32(*X0), FedAsync(0.5, staleness_fn("polynomial", a=0.5)))
         ps.version = 3  # pretend three versions passed since the client's base
         out, vec = ps.submit(1, 0, 0, 1, f32(*DELTA), f32(*BASE))
-        assert out["staleness"] == 3
-        assert out["status"] == "applied" and out["applied_jobs"] == [1] and out["version"] == 4
+        assert out.staleness == 3
+        assert out.status == "applied" and out.applied_jobs == (1,) and out.version == 4
         close(vec, [1.25, 2.0, 3.25])
 
     def test_vector_and_version_accessors(self):
@@ -413,8 +414,12 @@ class TestParameterServer:
 
 
 # --------------------------------------------------------------------------------------------
-# make_strategy
+# building from the config: the registry
 # --------------------------------------------------------------------------------------------
+
+def make_strategy(cfg: StrategyConfig):
+    return build_strategy(cfg, num_clients=10)
+
 
 class TestMakeStrategy:
     def test_fedavg(self):
@@ -435,8 +440,11 @@ class TestMakeStrategy:
         assert s.staleness(5) == pytest.approx(0.09090909090909091, rel=1e-12)
 
     def test_unknown_name(self):
-        with pytest.raises(ValueError, match="fedavg, fedasync, fedbuff"):
-            make_strategy(StrategyConfig(name="fedsgd"))  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="'fedsgd' is not one of fedavg, fedasync, fedbuff"):
+            make_strategy(StrategyConfig(name="fedsgd"))
+
+    def test_registered_name_is_the_class(self):
+        assert strategy_class("fedbuff") is FedBuff
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,10 +486,10 @@ class TestMaxStaleness:
         """K=1, bound 0: the first update makes version 1; a second one from version 0 is stale by 1."""
         ps = ParameterServer(f32(*X0), FedBuff(1, 1.0, 0.5, max_staleness=0))
         out, vec = ps.submit(1, 0, 0, 1, f32(1, 1, 1))
-        assert out["status"] == "applied" and out["version"] == 1
+        assert out.status == "applied" and out.version == 1
         out, vec = ps.submit(2, 1, 0, 1, f32(1, 1, 1))
-        assert out["status"] == "rejected" and out["reason"] == "stale: staleness 1 > max_staleness 0"
-        assert out["applied_jobs"] == [] and out["version"] == 1 and vec is None
+        assert out.status == "rejected" and out.reason == "stale: staleness 1 > max_staleness 0"
+        assert out.applied_jobs == () and out.version == 1 and vec is None
         close(ps.x, [2.0, 3.0, 4.0])
         assert ps.discard_pending() == []
 

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raydiff.runner import check_config
+
 import raydiff
 from raydiff.config_load import load_config
 from raydiff.errors import ConfigError
@@ -54,10 +56,11 @@ def test_partial_exchange_sends_only_the_decoder(tmp_path):
 
 
 def test_bad_strategy_combinations_are_config_errors():
+    # the strategy validates its own settings when it is built: check_config, before Ray starts
     with pytest.raises(ConfigError, match="strategy.server_optimizer"):
-        load_config({"strategy": {"name": "fedasync", "server_optimizer": "fedadam"}})
+        check_config(load_config({"strategy": {"name": "fedasync", "server_optimizer": "fedadam"}}))
     with pytest.raises(ConfigError, match="strategy.dp.enabled"):
-        load_config({"strategy": {"name": "fedasync", "dp": {"enabled": True}}})
+        check_config(load_config({"strategy": {"name": "fedasync", "dp": {"enabled": True}}}))
     with pytest.raises(ConfigError, match="strategy.compression.partial"):
         make_exchange(load_config({"strategy": {"compression": {"partial": ["down_blokcs"]}}}),
                       build_unet(load_config().model, 8, 1))

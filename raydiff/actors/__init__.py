@@ -2,8 +2,8 @@
 
 They hold models and vectors and execute; they never decide policy.
 """
-from .client import ClientWorker, JobSpec
+from .client import ClientWorker
 from .evaluator import Evaluator
 from .server import ParameterServer
 
-__all__ = ["ClientWorker", "JobSpec", "Evaluator", "ParameterServer"]
+__all__ = ["ClientWorker", "Evaluator", "ParameterServer"]

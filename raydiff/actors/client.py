@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -11,20 +10,9 @@ import torch
 from ..config import Config
 from ..diffusion import batch_stream, data_tensor, job_generator, train_local
 from ..exchange import make_exchange
+from ..messages import JobMetrics, JobSpec
 from ..model import FlatModel, build_scheduler, build_unet
 from .device import node_id, setup_torch
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """Everything a job needs besides the base vector; small, so client state travels with the job."""
-
-    job_id: int
-    client_id: int
-    seed: int
-    indices: np.ndarray  # this client's sample indices into the training set
-    steps: int
-    batch_size: int
 
 
 class ClientWorker:
@@ -46,7 +34,7 @@ class ClientWorker:
         self.node = node_id()
 
     def train(self, job: JobSpec, base: np.ndarray, state: Optional[dict[str, Any]] = None
-              ) -> tuple[dict[str, Any], Any, Optional[dict[str, Any]]]:
+              ) -> tuple[JobMetrics, Any, Optional[dict[str, Any]]]:
         """Train from ``base``; return (metrics, payload, the client's new state).
 
         The payload is the delta x_local - x_start (float32), or its compressed form. ``state`` is
@@ -55,10 +43,10 @@ class ClientWorker:
         """
         t0 = time.perf_counter()
         state = state or {}
-        ex = self.exchange
+        xch = self.exchange
         start = base
-        if ex.mask is not None and state.get("local") is not None:
-            start = np.where(ex.mask, base, state["local"])
+        if xch.mask is not None and state.get("local") is not None:
+            start = np.where(xch.mask, base, state["local"])
         self.fm.load(start)
         rng = np.random.default_rng(job.seed)
         gen = job_generator(int(rng.integers(2**63 - 1)), self.device)
@@ -68,14 +56,13 @@ class ClientWorker:
         local = self.fm.vector()
         delta = local - start
         new_state = None
-        if ex.compressor is None:
+        if xch.compressor is None:
             payload = delta
         else:
-            payload, _, residual = ex.compressor.encode(delta, state.get("residual"))
-            if ex.stateful:
-                new_state = dict(residual=residual, local=local if ex.mask is not None else None)
-        metrics = dict(job_id=job.job_id, train_loss=loss, samples_trained=seen, actor=self.name,
-                       node_id=self.node, wall_seconds=time.perf_counter() - t0)
+            payload, _, residual = xch.compressor.encode(delta, state.get("residual"))
+            if xch.stateful:
+                new_state = dict(residual=residual, local=local if xch.mask is not None else None)
+        metrics = JobMetrics(job.job_id, loss, seen, self.name, self.node, time.perf_counter() - t0)
         return metrics, payload, new_state
 
     def ping(self) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..actors import ParameterServer
 from ..config import StrategyConfig
-from ..strategies import make_strategy
+from ..strategies import strategy_class
 
 
 def _best(fn, repeats: int) -> float:
@@ -27,7 +27,7 @@ def bench_aggregate(size: int = 35_746_307, repeats: int = 7, strategy: str = "f
     delta = rng.standard_normal(size, dtype=np.float32) * np.float32(1e-3)
     y = x.copy()
     axpy = _best(lambda: np.add(y, np.float32(0.5) * delta, out=y), repeats)  # the textbook y += a*x
-    server = ParameterServer(x, make_strategy(StrategyConfig(name=strategy, buffer_size=1000000)),
+    server = ParameterServer(x, strategy_class(strategy).from_config(StrategyConfig(name=strategy, buffer_size=1000000)),
                              copy_on_return=False)
     base = x.copy() if server.strategy.needs_base else None
     counter = iter(range(10 ** 9))

@@ -1,26 +1,28 @@
 """What the orchestrator needs from the world that trains and aggregates, so that it never imports Ray.
 
-``RayExecutor`` (sim/ray_executor.py) trains on actors; ``DryExecutor`` (here) trains nothing: it runs
-the real ParameterServer and strategy on EMPTY vectors, so versions, buffers and staleness follow
-exactly the rules of a real run at the cost of a few list operations per event.
+``RayExecutor`` (ray_exec/executor.py) trains on actors; ``DryExecutor`` (raydiff/dry_run.py) trains
+nothing: it runs the real ParameterServer and strategy on EMPTY vectors, so versions, buffers and
+staleness follow exactly the rules of a real run at the cost of a few list operations per event.
 """
 from __future__ import annotations
 
 from typing import Any, Optional, Protocol
 
-import numpy as np
-
-from ..actors import JobSpec, ParameterServer
-from ..strategies import Strategy
+from ..messages import JobMetrics, JobSpec, ServerReply, ServerState
 
 
 class ActorLost(Exception):
-    """The actor that held a job died; the job counts as failed at its virtual time."""
+    """The actor that held a job (or an object it needed or made) died; the job fails at its virtual time."""
 
 
 class Executor(Protocol):
-    replaced: int
+    """Every method anything in ``sim/`` calls on an executor (the loop and the checkpoint code)."""
 
+    @property
+    def replaced(self) -> int:
+        """Client actors replaced after dying, so far."""
+
+    # ---- training and aggregation (the event loop)
     def train(self, spec: JobSpec, base: Any, state: Any = None) -> Any:
         """Start a job from the model behind handle ``base`` (and the client's ``state``); return a ticket."""
 
@@ -30,14 +32,14 @@ class Executor(Protocol):
     def discard(self, ticket: Any) -> None:
         """The job's result will never be used (run stopped, round closed without it)."""
 
-    def result(self, ticket: Any) -> dict[str, Any]:
-        """The job's metrics, waiting for them if needed. Raises ActorLost."""
+    def result(self, ticket: Any) -> Optional[JobMetrics]:
+        """The job's metrics (None when nothing was trained: dry runs), waiting if needed. Raises ActorLost."""
 
-    def submit(self, spec: JobSpec, base_version: int, ticket: Any, base: Optional[Any]) -> tuple[dict, Any]:
-        """Hand the job's update to the server: (outcome, handle of the new version or None)."""
+    def submit(self, spec: JobSpec, base_version: int, ticket: Any, base: Optional[Any]) -> tuple[ServerReply, Any]:
+        """Hand the job's update to the server: (reply, handle of the new version or None). Raises ActorLost."""
 
-    def end_round(self) -> tuple[dict, Any]:
-        """Close a synchronous round: (outcome, handle of the new version or None)."""
+    def end_round(self) -> tuple[ServerReply, Any]:
+        """Close a round: (reply, handle of the new version or None)."""
 
     def discard_pending(self) -> list[int]:
         """Job ids buffered in the server that will never reach a version."""
@@ -48,66 +50,24 @@ class Executor(Protocol):
     def sample(self, version: int, handle: Any) -> None:
         """Schedule a sample grid of a version."""
 
-
-class _Checkpointable:
-    """What checkpoints need from an executor, for executors that hold everything in-process."""
-
+    # ---- checkpoints (sim/checkpoint.py): handles <-> contents, only at checkpoint and resume time
     def fetch(self, handle: Any) -> Any:
-        return handle
+        """The object behind a handle (a version's vector, a client's state)."""
 
     def put(self, value: Any) -> Any:
-        return value
+        """A handle to ``value``, as ``train`` and ``submit`` expect."""
 
-    def server_state(self) -> dict:
-        import copy
+    def server_state(self) -> ServerState:
+        """The parameter server's whole state."""
 
-        return copy.deepcopy(self.server.state())
-
-    def restore_server(self, state: dict) -> None:
-        self.server.load_state(state)
+    def restore_server(self, state: ServerState) -> None:
+        """Put a saved state back into the parameter server."""
 
     def server_vector(self) -> Any:
-        return self.server.vector()
+        """The server's current global vector (its contents, not a handle)."""
 
-    def finished_evals(self) -> list:
-        return []
+    def finished_evals(self) -> list[dict[str, Any]]:
+        """The evaluation rows scheduled so far, waited for."""
 
-    def restore_evals(self, evals: list) -> None:
-        pass
-
-
-class DryExecutor(_Checkpointable):
-    """No training, no Ray: every job "succeeds" with an empty update; the server logic is the real one."""
-
-    def __init__(self, strategy: Strategy) -> None:
-        self.server = ParameterServer(np.zeros(0, np.float32), strategy)
-        self.empty = np.zeros(0, np.float32)
-        self.replaced = 0
-
-    def train(self, spec: JobSpec, base: Any, state: Any = None) -> Any:
-        return spec.job_id
-
-    def state_after(self, ticket: Any) -> Any:
-        return None
-
-    def discard(self, ticket: Any) -> None:
-        pass
-
-    def result(self, ticket: Any) -> dict[str, Any]:
-        return {}
-
-    def submit(self, spec: JobSpec, base_version: int, ticket: Any, base: Optional[Any]) -> tuple[dict, Any]:
-        return self.server.submit(spec.job_id, spec.client_id, base_version, len(spec.indices), self.empty,
-                                  self.empty if self.server.strategy.needs_base else None)
-
-    def end_round(self) -> tuple[dict, Any]:
-        return self.server.end_round()
-
-    def discard_pending(self) -> list[int]:
-        return self.server.discard_pending()
-
-    def evaluate(self, version: int, vtime: float, handle: Any, fid: bool = False) -> None:
-        pass
-
-    def sample(self, version: int, handle: Any) -> None:
-        pass
+    def restore_evals(self, evals: list[dict[str, Any]]) -> None:
+        """Evaluation rows of the run before a resume, to be reported with the new ones."""

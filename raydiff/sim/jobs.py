@@ -1,11 +1,12 @@
 """The orchestrator's records: a job in flight, the non-job events, and what a loop returns."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
-from ..actors import JobSpec
 from ..hetero import JobPlan
+from ..messages import JobSpec
 
 _MASK64 = (1 << 64) - 1
 
@@ -22,6 +23,16 @@ def job_seed(run_seed: int, job_id: int) -> int:
     return (z ^ (z >> 31)) >> 1
 
 
+def steps_for(num_samples: int, batch_size: int, local_steps: Optional[int], local_epochs: Optional[float]) -> int:
+    """How many optimizer steps one job takes: fixed, or enough to see the client's data ``local_epochs`` times."""
+    if local_steps is not None:
+        return local_steps
+    if local_epochs is None:
+        raise ValueError("one of local_steps and local_epochs must be set")
+    # round() first: 1.1 * 100 / 2 is 55.00000000000001 in floating point, and ceil would add a step
+    return max(1, math.ceil(round(float(local_epochs) * num_samples / batch_size, 9)))
+
+
 @dataclass
 class Job:
     spec: JobSpec
@@ -29,8 +40,8 @@ class Job:
     base_version: int
     dispatch_vtime: float
     round: int
-    ticket: Any = None
-    row: dict[str, Any] = field(default_factory=dict)
+    ticket: Any = None  # the executor's handle while it trains; None if never trained (doomed to fail)
+    row: dict[str, Any] = field(default_factory=dict)  # its events.parquet row, filled as it goes
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,7 @@ class Wake:
 
 @dataclass(frozen=True)
 class Deadline:
-    """A synchronous round's deadline."""
+    """A round's deadline."""
 
     round: int
 

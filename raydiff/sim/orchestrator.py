@@ -3,66 +3,70 @@
 Real training of every in-flight job runs in parallel behind the executor; the loop only ever
 waits for the job whose virtual finish time is earliest. Results therefore depend on the seed alone,
 not on how many actors there are or which finished first in real time (docs/architecture.md).
-This module never imports Ray: the executor is the only door to the outside.
+This module never imports Ray: the executor is the only door to the outside, and the strategy
+speaks through its :class:`~raydiff.strategies.base.Schedule`.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..actors import JobSpec
 from ..config import Config
-from ..diffusion import steps_for
 from ..hetero import Availability, ClientProfile, plan_job
+from ..messages import JobSpec, ServerReply
+from ..strategies.base import Schedule
 from . import checkpoint
 from .clock import EventQueue
+from .dispatch import dispatch_policy
 from .executor import ActorLost, Executor
-from .jobs import Deadline, Job, LoopResult, Wake, job_seed
+from .jobs import Deadline, Job, LoopResult, Wake, job_seed, steps_for
 from .selection import IdleSet
 
 log = logging.getLogger(__name__)
+
+Event = Union[Job, Wake, Deadline]
 
 
 class Orchestrator:
     """Owns the virtual clock, the event heap and job bookkeeping."""
 
-    def __init__(self, cfg: Config, profiles: list[ClientProfile], parts: list[np.ndarray],
+    def __init__(self, cfg: Config, schedule: Schedule, profiles: list[ClientProfile], parts: list[np.ndarray],
                  availability: Availability, executor: Executor, x0_handle: Any, down_bytes: int, up_bytes: int,
                  stateful_clients: bool = False,
                  on_progress: Optional[Callable[[dict[str, Any]], None]] = None,
-                 on_checkpoint: Optional[Callable[[dict[str, Any]], None]] = None,
-                 resume: Optional[dict[str, Any]] = None) -> None:
-        """``on_checkpoint(state)`` is called every ``run.checkpoint_every`` versions with a picklable
-        snapshot (sim/checkpoint.py); ``resume`` is such a snapshot to continue from."""
+                 on_checkpoint: Optional[Callable[[checkpoint.LoopState], None]] = None,
+                 resume: Optional[checkpoint.LoopState] = None) -> None:
+        """``schedule``: the strategy's declarations (round-based or not, jobs in flight, ...).
+        ``on_checkpoint(state)`` is called every ``run.checkpoint_every`` versions with a snapshot
+        (sim/checkpoint.py); ``resume`` is such a snapshot to continue from."""
         self.cfg = cfg
+        self.schedule = schedule
+        self.policy = dispatch_policy(schedule)
         self.on_checkpoint = on_checkpoint
         self.resume = resume
         self.ckpt_due = False
         self.profiles = profiles
         self.parts = parts
         self.avail = availability
-        self.ex = executor
+        self.executor = executor
         self.down_bytes, self.up_bytes = down_bytes, up_bytes
         self.stateful = stateful_clients
         self.client_state: dict[int, Any] = {}  # handles of per-client state (residuals, private weights)
         self.on_progress = on_progress or (lambda info: None)
-        st = cfg.strategy
-        self.sync = st.name == "fedavg"
-        self.needs_base = st.name == "fedasync"
-        self.width = math.ceil(st.clients_per_round * (1 + st.over_selection)) if self.sync else st.concurrency
         self.select_rng = np.random.default_rng([cfg.seed, 2])
         self.plan_rng = np.random.default_rng([cfg.seed, 3])
         self.idle = IdleSet(len(profiles))
         tr = cfg.train
         self.steps = [steps_for(len(p), tr.batch_size, tr.local_steps, tr.local_epochs) for p in parts]
-        self.queue: EventQueue[Any] = EventQueue()
+        self.queue: EventQueue[Event] = EventQueue()
         self.inflight: dict[int, Job] = {}
         self.rows: dict[int, dict[str, Any]] = {}
-        self.pending_rows: dict[int, dict[str, Any]] = {}  # buffered in the server, not yet in a version
+        self.pending_rows: dict[int, Job] = {}  # buffered in the server, not yet in a version
         self.version = 0
         self.now = 0.0
         self.current = x0_handle
@@ -75,9 +79,20 @@ class Orchestrator:
         self.recent_loss: list[float] = []
         self.counts = dict(applied=0, dropped=0, failed=0, rejected=0)
         self.active: Optional[Job] = None  # popped, not yet settled (matters on Ctrl-C)
+        # Asynchronous strategies that allow one update per client per version (client-level DP): a
+        # client whose update waits in the server's buffer is not dispatched again until a version
+        # absorbs it. (Round-based dispatch already selects each client at most once per round.)
+        self.hold_buffered = schedule.one_update_per_client and not schedule.round_based
+        self.held: set[int] = set()
+        self.last_eval: tuple[int, bool] = (0, False)
+        self.next_eval_vtime = math.inf
+
+    @property
+    def needs_base(self) -> bool:
+        return self.schedule.needs_base
 
     # ------------------------------------------------------------------ selection and dispatch
-    def _pick_online(self) -> Optional[int]:
+    def pick_online(self) -> Optional[int]:
         """A uniformly chosen idle client that is online now, or None (then a Wake is scheduled)."""
         tried: list[int] = []
         found = None
@@ -100,7 +115,7 @@ class Orchestrator:
             return c
         return None
 
-    def _schedule_wake(self) -> None:
+    def schedule_wake(self) -> None:
         """Wake at the earliest time an idle client comes online; a sooner wake replaces a pending later one."""
         if not len(self.idle):
             return
@@ -110,7 +125,7 @@ class Orchestrator:
         self.wake_at = t
         self.queue.push(t, Wake())
 
-    def _dispatch(self, client: int) -> None:
+    def dispatch(self, client: int) -> None:
         n = len(self.parts[client])
         tr = self.cfg.train
         steps = self.steps[client]
@@ -130,37 +145,10 @@ class Orchestrator:
                        download_s=plan.download_s, compute_s=plan.compute_s, upload_s=plan.upload_s,
                        download_bytes=self.down_bytes, upload_bytes=self.up_bytes)
         if not plan.fails:  # a job doomed to fail is not trained for real: its result is never used
-            job.ticket = self.ex.train(spec, self.current, self.client_state.get(client))
+            job.ticket = self.executor.train(spec, self.current, self.client_state.get(client))
             self.base_count[self.version] = self.base_count.get(self.version, 0) + 1
         self.inflight[job_id] = job
         self.queue.push(self.now + plan.end_s, job)
-
-    def _refill(self) -> None:
-        if self.sync:
-            if self.inflight:
-                return
-            picked = []
-            while len(picked) < self.width and len(self.idle):
-                c = self._pick_online()
-                if c is None:
-                    break
-                picked.append(c)
-            if not picked:
-                self._schedule_wake()
-                return
-            self.round += 1
-            self.round_received = 0
-            for c in picked:
-                self._dispatch(c)
-            if self.cfg.strategy.deadline_s is not None:
-                self.queue.push(self.now + self.cfg.strategy.deadline_s, Deadline(self.round))
-            return
-        while len(self.inflight) < self.width and len(self.idle):
-            c = self._pick_online()
-            if c is None:
-                self._schedule_wake()
-                return
-            self._dispatch(c)
 
     # ------------------------------------------------------------------ settling
     def _release_base(self, job: Job) -> None:
@@ -187,34 +175,44 @@ class Orchestrator:
         self.idle.release(job.spec.client_id)
 
     def _settle(self, job: Job) -> None:
-        self._leave(job)
+        del self.inflight[job.spec.job_id]
+        client = job.spec.client_id
         if job.ticket is None:
+            self.idle.release(client)
             self._final(job, "dropped" if job.plan.failure_reason.startswith("dropout") else "failed")
             return
         try:
-            metrics = self.ex.result(job.ticket)
+            metrics = self.executor.result(job.ticket)
         except ActorLost as exc:
+            self.idle.release(client)
             self._lost(job, exc)
             return
-        job.row.update({k: metrics[k] for k in ("actor", "node_id", "train_loss", "wall_seconds") if k in metrics})
-        if self.stateful:
-            self.client_state[job.spec.client_id] = self.ex.state_after(job.ticket)
-        if "train_loss" in metrics:
-            self.recent_loss = (self.recent_loss + [metrics["train_loss"]])[-20:]
+        if metrics is not None:
+            job.row.update(actor=metrics.actor, node_id=metrics.node_id, train_loss=metrics.train_loss,
+                           wall_seconds=metrics.wall_seconds)
+            self.recent_loss = (self.recent_loss + [metrics.train_loss])[-20:]
         base = self.handles[job.base_version] if self.needs_base else None
         try:
-            out, handle = self.ex.submit(job.spec, job.base_version, job.ticket, base)
+            reply, handle = self.executor.submit(job.spec, job.base_version, job.ticket, base)
         except ActorLost as exc:  # the server never saw it: a failed job, like a lost actor
+            self.idle.release(client)
             self._lost(job, exc)
             return
+        if self.stateful and reply.status != "rejected":
+            # a rejected update (NaN, norm) must not become the client's error-feedback residual
+            self.client_state[client] = self.executor.state_after(job.ticket)
         self._release_base(job)
-        job.row["staleness"] = out["staleness"]
-        if out["status"] == "rejected":
-            self._final(job, "rejected", out["reason"])
+        job.row["staleness"] = reply.staleness
+        if reply.status == "buffered" and self.hold_buffered:
+            self.held.add(client)  # busy until a version absorbs its update: one update per client per version
+        else:
+            self.idle.release(client)
+        if reply.status == "rejected":
+            self._final(job, "rejected", reply.reason)
         else:
             self.pending_rows[job.spec.job_id] = job
             self.round_received += 1
-        self._adopt(out, handle)
+        self._adopt(reply, handle)
 
     def _lost(self, job: Job, exc: ActorLost) -> None:
         """The job's actor, or an object it needed or made, died with a node: the job failed."""
@@ -222,26 +220,29 @@ class Orchestrator:
         self.client_state.pop(job.spec.client_id, None)  # its state may be gone too: start afresh
         self._final(job, "failed", f"actor_lost: {exc}")
 
-    def _adopt(self, out: dict[str, Any], handle: Any) -> None:
+    def _adopt(self, reply: ServerReply, handle: Any) -> None:
         """Mark the jobs a new version absorbed as applied, adopt its handle, schedule evaluations."""
-        if out["version"] == self.version:
+        if reply.version == self.version:
             return
         if self.base_count.get(self.version, 0) == 0:
             self.handles.pop(self.version, None)
-        self.version = out["version"]
+        self.version = reply.version
         self.current = handle
         self.handles[self.version] = handle
-        for jid in out["applied_jobs"]:
+        for jid in reply.applied_jobs:
             job = self.pending_rows.pop(jid)
             job.row["applied_version"] = self.version
             self._final(job, "applied")
+            if job.spec.client_id in self.held:
+                self.held.discard(job.spec.client_id)
+                self.idle.release(job.spec.client_id)
         self._schedule_eval(handle)
         every = self.cfg.run.checkpoint_every
         if every and self.on_checkpoint is not None and self.version % every == 0:
             self.ckpt_due = True  # taken at the end of this step, when every event is settled
         ev = self.cfg.eval
         if ev.sample_every_versions and self.version % ev.sample_every_versions == 0:
-            self.ex.sample(self.version, handle)
+            self.executor.sample(self.version, handle)
         self.on_progress(dict(version=self.version, vtime=self.now,
                               loss=float(np.mean(self.recent_loss)) if self.recent_loss else math.nan,
                               live_versions=len(self.handles),
@@ -255,23 +256,26 @@ class Orchestrator:
         """
         ev, v = self.cfg.eval, self.version
         by_time = ev.every_vtime is not None and self.now >= self.next_eval_vtime
-        if by_time:  # one evaluation however many multiples this version jumped over
+        if by_time and ev.every_vtime is not None:  # one evaluation however many multiples this version jumped
             self.next_eval_vtime = (math.floor(self.now / ev.every_vtime) + 1) * ev.every_vtime
         fid = bool(ev.fid_every_versions) and v % ev.fid_every_versions == 0
         if by_time or fid or (ev.every_versions and v % ev.every_versions == 0):
-            self.ex.evaluate(v, self.now, handle, fid=fid)
+            self.executor.evaluate(v, self.now, handle, fid=fid)
             self.last_eval = (v, fid)
 
-    def _close_round(self, reason: str) -> None:
-        """End a synchronous round now: jobs still out are discarded with ``reason``; aggregate."""
+    def close_round(self, reason: str) -> None:
+        """End a round now: jobs still out are discarded with ``reason``; aggregate."""
         for job in list(self.inflight.values()):
             self._leave(job)
             if job.ticket is not None:
-                self.ex.discard(job.ticket)
+                self.executor.discard(job.ticket)
                 self._release_base(job)
             self._final(job, "rejected", reason)
-        out, handle = self.ex.end_round()
-        self._adopt(out, handle)
+        self.end_round()
+
+    def end_round(self) -> None:
+        reply, handle = self.executor.end_round()
+        self._adopt(reply, handle)
 
     # ------------------------------------------------------------------ loop
     def _done(self) -> bool:
@@ -286,28 +290,17 @@ class Orchestrator:
             if self.wake_at == self.now:  # else a stale, superseded wake: a harmless refill
                 self.wake_at = None
         elif isinstance(item, Deadline):
-            if item.round == self.round and self.inflight:
-                self._close_round("deadline")
+            self.policy.on_deadline(self, item)
         elif item.spec.job_id in self.inflight:  # else: discarded when its round closed
             self.active = item
             self._settle(item)
             self.active = None
-            if self.sync and self.inflight and self.round_received >= self.cfg.strategy.clients_per_round:
-                self._close_round("over_selected")
-            elif self.sync and not self.inflight:
-                out, handle = self.ex.end_round()
-                self._adopt(out, handle)
+            self.policy.after_settle(self)
         if not self._done():
-            self._refill()
-        if self.ckpt_due:
+            self.policy.refill(self)
+        if self.ckpt_due and self.on_checkpoint is not None:
             self.ckpt_due = False
             self.on_checkpoint(checkpoint.snapshot(self))
-
-    def eval_state(self) -> dict[str, Any]:
-        return dict(last_eval=self.last_eval, next_eval_vtime=self.next_eval_vtime)
-
-    def restore_eval_state(self, state: dict[str, Any]) -> None:
-        self.last_eval, self.next_eval_vtime = state["last_eval"], state["next_eval_vtime"]
 
     def run(self) -> LoopResult:
         t0 = time.perf_counter()
@@ -316,10 +309,10 @@ class Orchestrator:
             if self.resume is not None:
                 checkpoint.restore(self, self.resume)
             else:
-                self.ex.evaluate(0, 0.0, self.current)
+                self.executor.evaluate(0, 0.0, self.current)
                 self.last_eval = (0, False)
                 self.next_eval_vtime = self.cfg.eval.every_vtime or math.inf
-                self._refill()
+                self.policy.refill(self)
             while len(self.queue) and not self._done():
                 self._step()
         except KeyboardInterrupt:
@@ -327,9 +320,9 @@ class Orchestrator:
             log.warning("interrupted: writing a consistent run folder for version %d", self.version)
         self._wind_down(interrupted)
         if tuple(self.last_eval) != (self.version, True):  # the final version always gets FID (a repeat row wins)
-            self.ex.evaluate(self.version, self.now, self.current, fid=True)
+            self.executor.evaluate(self.version, self.now, self.current, fid=True)
         return LoopResult([self.rows[k] for k in sorted(self.rows)], self.version, self.now, interrupted,
-                          self.current, self.ex.replaced, time.perf_counter() - t0)
+                          self.current, self.executor.replaced, time.perf_counter() - t0)
 
     def _wind_down(self, interrupted: bool) -> None:
         """Give every dispatched job its one final status: in flight -> rejected; buffered -> rejected."""
@@ -341,12 +334,12 @@ class Orchestrator:
                 self._final(self.active, "rejected", reason)
         for job in sorted(self.inflight.values(), key=lambda j: j.spec.job_id):
             if job.ticket is not None:
-                self.ex.discard(job.ticket)
+                self.executor.discard(job.ticket)
             self._final(job, "rejected", reason)
         self.inflight.clear()
         self.queue.drain()
         try:
-            leftover = self.ex.discard_pending()
+            leftover = self.executor.discard_pending()
         except KeyboardInterrupt:
             leftover = list(self.pending_rows)
         for jid in list(leftover) + list(self.pending_rows):  # the second list is a safety net

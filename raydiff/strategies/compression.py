@@ -44,7 +44,8 @@ class _Elementwise(Compressor):
         """(payload, its size in bytes)."""
 
     def _residual(self, e: np.ndarray, payload: Payload) -> Optional[np.ndarray]:
-        return e - self.decode(payload, e.size)
+        out: np.ndarray = e - self.decode(payload, e.size)
+        return out
 
 
 class NoCompression(_Elementwise):
@@ -71,7 +72,8 @@ class FP16(_Elementwise):
             return e.astype(np.float16), 2 * e.size
 
     def decode(self, payload: Payload, size: int) -> np.ndarray:
-        return payload.astype(np.float32).reshape(size)
+        out: np.ndarray = np.asarray(payload).astype(np.float32).reshape(size)
+        return out
 
 
 class Int8(_Elementwise):
@@ -99,7 +101,8 @@ class Int8(_Elementwise):
 
     def decode(self, payload: Payload, size: int) -> np.ndarray:
         q, scales = payload
-        return q.astype(np.float32) * np.repeat(scales, self.chunk)[:size]
+        out: np.ndarray = q.astype(np.float32) * np.repeat(scales, self.chunk)[:size]
+        return out
 
 
 class TopK(_Elementwise):

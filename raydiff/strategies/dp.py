@@ -8,11 +8,12 @@ Opacus's RDP accountant (Mironov et al. 2019, sampled Gaussian mechanism).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from .checks import l2_norm
+from .update_checks import l2_norm
 
 
 class GaussianMechanism:
@@ -53,7 +54,7 @@ class GaussianMechanism:
         """The noise stream's position, so a resumed run draws the same noise."""
         return {"bit_generator": self.rng.bit_generator.state}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.rng.bit_generator.state = state["bit_generator"]
 
 
@@ -101,5 +102,5 @@ class PrivacyAccountant:
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.steps = int(state["steps"])

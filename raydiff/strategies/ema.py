@@ -1,6 +1,7 @@
 """Exponential moving average of the global model: a smoother model to evaluate and sample from."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import numpy as np
@@ -33,7 +34,7 @@ class EMA:
         return {"decay": self.decay, "updates": self.updates,
                 "value": None if self.value is None else self.value.copy()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.decay = float(state["decay"])
         self.updates = int(state["updates"])
         self.value = None if state["value"] is None else np.array(state["value"], dtype=np.float32, copy=True)

@@ -1,14 +1,17 @@
 """FedBuff (Nguyen et al. 2022): buffer K staleness-weighted deltas, then take one server step."""
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from .base import Decision, Strategy, Update
-from .dp import GaussianMechanism
-from .server_opt import SGD, ServerOptimizer
+from .server_opt import SGD, ServerOptimizer, make_server_optimizer
 from .staleness import check_max_staleness, staleness_rejection
+
+if TYPE_CHECKING:
+    from ..config import StrategyConfig
 
 
 class FedBuff(Strategy):
@@ -18,22 +21,33 @@ class FedBuff(Strategy):
       x <- x + server_lr * acc / K as in the paper. ``FedAvgM`` gives server momentum. When an
       optimizer is given, ``server_lr`` is not used (the optimizer has its own lr).
     - ``max_staleness``: older updates are rejected; x and the buffer stay untouched.
-    - ``dp``: each delta is clipped before weighting (weights are <= 1, so the sum's sensitivity
-      stays C), and noise is added to the buffer's sum once per server step.
+    - Weights are <= 1, so under :class:`~raydiff.strategies.wrappers.ClientDP` (updates clipped
+      first) one client moves the buffer's sum by at most C.
     """
 
+    aggregates_sums = True
+
     def __init__(self, buffer_size: int, server_lr: float, staleness_exponent: float,
-                 max_staleness: Optional[int] = None, optimizer: Optional[ServerOptimizer] = None,
-                 dp: Optional[GaussianMechanism] = None) -> None:
+                 max_staleness: Optional[int] = None, optimizer: Optional[ServerOptimizer] = None) -> None:
         check_max_staleness(max_staleness)
         self.k = buffer_size
         self.server_lr = server_lr
         self.p = staleness_exponent
         self.max_staleness = max_staleness
         self.optimizer = optimizer if optimizer is not None else SGD(server_lr)
-        self.dp = dp
         self.acc: np.ndarray | None = None
         self.count = 0
+
+    @classmethod
+    def from_config(cls, cfg: StrategyConfig) -> FedBuff:
+        cls.refuse_options(cfg, "concurrency, buffer_size, staleness_exponent, max_staleness, server_lr, server_optimizer, ...")
+        return cls(cfg.buffer_size, cfg.server_lr, cfg.staleness_exponent, max_staleness=cfg.max_staleness,
+                   optimizer=make_server_optimizer(cfg.server_optimizer, cfg.server_lr, cfg.server_momentum,
+                                                   cfg.server_beta1, cfg.server_beta2, cfg.server_tau))
+
+    @property
+    def updates_per_version(self) -> int:
+        return self.k
 
     def receive(self, x: np.ndarray, version: int, update: Update) -> Decision:
         s = version - update.base_version
@@ -41,17 +55,13 @@ class FedBuff(Strategy):
         if reason is not None:
             return Decision("rejected", reason=reason)
         w = float((1.0 + s) ** (-self.p))
-        delta = update.delta if self.dp is None else self.dp.clip(update.delta)
         if self.acc is None:
             self.acc = np.zeros_like(x)
-        self.acc += np.float32(w) * delta
+        self.acc += np.float32(w) * update.delta
         self.count += 1
         if self.count < self.k:
             return Decision("buffered", weight=w)
-        if self.dp is not None:
-            self.dp.noise_sum(self.acc)
-        self.acc /= np.float32(self.k)
-        self.optimizer.step(x, self.acc)
+        self.apply_aggregate(x, self.acc, self.k, self.optimizer)
         self.discard_pending()
         return Decision("applied", weight=w)
 
@@ -62,3 +72,12 @@ class FedBuff(Strategy):
         if self.acc is not None:
             self.acc.fill(0.0)
         self.count = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"acc": None if self.acc is None else self.acc.copy(), "count": self.count,
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.acc = None if state["acc"] is None else np.array(state["acc"], dtype=np.float32, copy=True)
+        self.count = int(state["count"])
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -11,6 +11,7 @@ Choices, following the paper:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import numpy as np
@@ -37,7 +38,7 @@ class ServerOptimizer(ABC):
         """Everything needed to resume: the step count and copies of the moment arrays."""
         return {"steps": self.steps}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.steps = int(state["steps"])
 
 
@@ -72,7 +73,7 @@ class FedAvgM(ServerOptimizer):
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "m": _copy(self.m)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.m = _copy(state["m"])
 
@@ -105,7 +106,7 @@ class _Adaptive(ServerOptimizer):
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "m": _copy(self.m), "v": _copy(self.v)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.m, self.v = _copy(state["m"]), _copy(state["v"])
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import ray
 
-from ..actors import ClientWorker, JobSpec
+from ..actors import ClientWorker
 from ..config import Config
+from ..messages import JobSpec
 
 log = logging.getLogger(__name__)
 

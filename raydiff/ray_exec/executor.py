@@ -11,9 +11,10 @@ import ray
 from ray.exceptions import (ActorDiedError, ActorUnavailableError, ObjectLostError, RayActorError,
                             RayTaskError)
 
-from ..actors import JobSpec
+from ..config import Config
 from ..errors import RaydiffError
-from .executor import ActorLost
+from ..messages import JobMetrics, JobSpec, ServerReply, ServerState
+from ..sim.executor import ActorLost
 from .pool import ActorPool, Ticket
 
 _ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
@@ -26,7 +27,9 @@ def _lost_input(exc: BaseException) -> bool:
 
 
 class RayExecutor:
-    def __init__(self, pool: ActorPool, server: Any, evaluator: Any, cfg) -> None:
+    """The :class:`~raydiff.sim.executor.Executor` of real runs: client actors, a server actor, an evaluator."""
+
+    def __init__(self, pool: ActorPool, server: Any, evaluator: Any, cfg: Config) -> None:
         self.pool, self.server, self.evaluator, self.cfg = pool, server, evaluator, cfg
         self.eval_refs: list[Any] = []
         self.sample_refs: list[tuple[int, Any]] = []
@@ -44,10 +47,11 @@ class RayExecutor:
     def discard(self, ticket: Ticket) -> None:
         self.pool.done(ticket)
 
-    def result(self, ticket: Ticket) -> dict[str, Any]:
+    def result(self, ticket: Ticket) -> Optional[JobMetrics]:
         self.pool.done(ticket)
         try:
-            return ray.get(ticket.metrics_ref)
+            metrics: JobMetrics = ray.get(ticket.metrics_ref)
+            return metrics
         except _ACTOR_LOST as exc:
             self.pool.replace(ticket)
             raise ActorLost(type(exc).__name__) from None
@@ -56,7 +60,7 @@ class RayExecutor:
                 raise ActorLost("input_lost") from None
             raise RaydiffError(f"a client job raised an error, so the run stops:\n{exc}") from None
 
-    def submit(self, spec: JobSpec, base_version: int, ticket: Ticket, base: Optional[Any]) -> tuple[dict, Any]:
+    def submit(self, spec: JobSpec, base_version: int, ticket: Ticket, base: Optional[Any]) -> tuple[ServerReply, Any]:
         out_ref, vec_ref = self.server.submit.options(num_returns=2).remote(
             spec.job_id, spec.client_id, base_version, len(spec.indices), ticket.payload_ref, base)
         try:
@@ -66,7 +70,7 @@ class RayExecutor:
                 raise ActorLost("update_lost") from None
             raise
 
-    def end_round(self) -> tuple[dict, Any]:
+    def end_round(self) -> tuple[ServerReply, Any]:
         out_ref, vec_ref = self.server.end_round.options(num_returns=2).remote()
         return ray.get(out_ref), vec_ref
 
@@ -89,18 +93,19 @@ class RayExecutor:
     def put(self, value: Any) -> Any:
         return ray.put(value)
 
-    def server_state(self) -> dict:
-        return ray.get(self.server.state.remote())
+    def server_state(self) -> ServerState:
+        state: ServerState = ray.get(self.server.state.remote())
+        return state
 
-    def restore_server(self, state: dict) -> None:
+    def restore_server(self, state: ServerState) -> None:
         ray.get(self.server.load_state.remote(state))
 
     def server_vector(self) -> Any:
         return ray.get(self.server.vector.remote())
 
-    def finished_evals(self) -> list:
+    def finished_evals(self) -> list[dict[str, Any]]:
         """Evaluations scheduled so far, waited for: a checkpoint must not lose them."""
         return ray.get(self.eval_refs)
 
-    def restore_evals(self, evals: list) -> None:
+    def restore_evals(self, evals: list[dict[str, Any]]) -> None:
         self.eval_refs = [ray.put(e) for e in evals]
