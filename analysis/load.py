@@ -5,13 +5,15 @@ every events row and every evals row of every run in ONE frame, each row tagged 
 summary and flattened config, means every comparison afterwards is a plain ``groupby``: no joins,
 no bookkeeping of which run had which setting.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Union
 
 import pandas as pd
 import yaml
@@ -88,8 +90,9 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     more, and an analysis should still show what is there.
     """
     summary = json.loads((run_dir / "summary.json").read_text())
-    meta: dict[str, Any] = {f"summary.{k}": v for k, v in summary.items()
-                            if v is None or isinstance(v, (str, int, float, bool))}
+    meta: dict[str, Any] = {
+        f"summary.{k}": v for k, v in summary.items() if v is None or isinstance(v, (str, int, float, bool))
+    }
     cfg_path = run_dir / "config.yaml"
     if cfg_path.is_file():
         cfg = yaml.safe_load(cfg_path.read_text()) or {}
@@ -146,4 +149,4 @@ def evals(df: pd.DataFrame) -> pd.DataFrame:
     return _select(df, "evals")
 
 
-__all__ = ["find_runs", "load_runs", "events", "evals", "flatten", "read_run"]
+__all__ = ["evals", "events", "find_runs", "flatten", "load_runs", "read_run"]

@@ -5,9 +5,10 @@ different papers, and a comparison table is only useful when the reader knows wh
 All functions take the events or evals selection of ``load_runs`` (``analysis.events(df)``,
 ``analysis.evals(df)``); any frame with a ``run`` column and the README's columns works.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -15,13 +16,18 @@ import pandas as pd
 NOT_APPLIED = ("dropped", "failed", "rejected")
 # Config columns a heterogeneity comparison is about, and their short names in the table.
 KEY_CONFIG = {
-    "cfg.strategy.name": "strategy", "cfg.clients.num_clients": "num_clients",
-    "cfg.clients.dropout": "dropout", "cfg.clients.speed.dist": "speed_dist",
-    "cfg.data.partition": "partition", "cfg.data.beta": "beta",
+    "cfg.strategy.name": "strategy",
+    "cfg.clients.num_clients": "num_clients",
+    "cfg.clients.dropout": "dropout",
+    "cfg.clients.speed.dist": "speed_dist",
+    "cfg.data.partition": "partition",
+    "cfg.data.beta": "beta",
 }
 KEY_SUMMARY = {
-    "summary.final_version": "final_version", "summary.virtual_time": "virtual_time",
-    "summary.updates_applied": "updates_applied", "summary.jobs_dispatched": "jobs_dispatched",
+    "summary.final_version": "final_version",
+    "summary.virtual_time": "virtual_time",
+    "summary.updates_applied": "updates_applied",
+    "summary.jobs_dispatched": "jobs_dispatched",
     "summary.judge_mean_confidence": "judge_mean_confidence",
 }
 
@@ -36,8 +42,9 @@ def _in_order(evals: pd.DataFrame, metric: str) -> pd.DataFrame:
     return evals.dropna(subset=[metric]).sort_values(keys, kind="stable")
 
 
-def time_to_target(evals: pd.DataFrame, target: float, metric: str = "heldout_loss",
-                   lower_is_better: bool = True) -> pd.Series:
+def time_to_target(
+    evals: pd.DataFrame, target: float, metric: str = "heldout_loss", lower_is_better: bool = True
+) -> pd.Series:
     """Per run, the first virtual time at which ``metric`` reaches ``target``; NaN if it never does.
 
     ``min {vtime_i : m_i <= target}`` (``>=`` when higher is better), over the run's evaluations in
@@ -84,9 +91,15 @@ def staleness_stats(events: pd.DataFrame) -> pd.DataFrame:
         return out
     app = events[events["status"] == "applied"].dropna(subset=["staleness"])
     g = app.groupby("run", sort=False)["staleness"]
-    stats = pd.DataFrame({
-        "applied_jobs": g.size(), "staleness_mean": g.mean(), "staleness_median": g.median(),
-        "staleness_p90": g.quantile(0.9), "staleness_max": g.max()}).astype(float)
+    stats = pd.DataFrame(
+        {
+            "applied_jobs": g.size(),
+            "staleness_mean": g.mean(),
+            "staleness_median": g.median(),
+            "staleness_p90": g.quantile(0.9),
+            "staleness_max": g.max(),
+        }
+    ).astype(float)
     out.loc[stats.index, cols] = stats[cols]
     out["applied_jobs"] = out["applied_jobs"].fillna(0.0)
     return out
@@ -111,7 +124,8 @@ def participation(events: pd.DataFrame) -> pd.DataFrame:
     if events.empty or "client_id" not in events:
         return pd.DataFrame(columns=cols)
     ev = events.dropna(subset=["client_id"]).assign(
-        client_id=lambda f: f["client_id"].astype(int), _applied=lambda f: f["status"] == "applied")
+        client_id=lambda f: f["client_id"].astype(int), _applied=lambda f: f["status"] == "applied"
+    )
     g = ev.groupby(["run", "client_id"], sort=False)["_applied"]
     counts = pd.DataFrame({"dispatched": g.size(), "applied": g.sum()})
     n_clients = _num_clients(events)
@@ -170,8 +184,14 @@ def wasted_work(events: pd.DataFrame) -> pd.DataFrame:
     ``wasted_samples_share = sum(samples_trained over not applied) / sum(samples_trained)``, with
     ``samples_trained`` as logged (the job's planned samples, not pro-rated).
     """
-    cols = ["wasted_samples", "total_samples", "wasted_samples_share",
-            "wasted_compute_s", "total_compute_s", "wasted_compute_share"]
+    cols = [
+        "wasted_samples",
+        "total_samples",
+        "wasted_samples_share",
+        "wasted_compute_s",
+        "total_compute_s",
+        "wasted_compute_share",
+    ]
     out = pd.DataFrame(np.nan, index=_runs(events), columns=cols, dtype=float)
     if events.empty or "status" not in events:
         return out
@@ -186,21 +206,28 @@ def wasted_work(events: pd.DataFrame) -> pd.DataFrame:
     failed = ev["status"].isin(["dropped", "failed"])
     spent = compute.where(~failed, np.minimum(compute, before_fail.fillna(compute))).clip(lower=0).fillna(0.0)
     waste = ev["status"] != "applied"
-    f = pd.DataFrame({"run": ev["run"], "ws": samples.where(waste, 0.0), "ts": samples,
-                      "wc": spent.where(waste, 0.0), "tc": spent})
+    f = pd.DataFrame(
+        {"run": ev["run"], "ws": samples.where(waste, 0.0), "ts": samples, "wc": spent.where(waste, 0.0), "tc": spent}
+    )
     s = f.groupby("run", sort=False).sum()
     with np.errstate(invalid="ignore", divide="ignore"):
-        res = pd.DataFrame({
-            "wasted_samples": s["ws"], "total_samples": s["ts"],
-            "wasted_samples_share": s["ws"] / s["ts"].where(s["ts"] > 0),
-            "wasted_compute_s": s["wc"], "total_compute_s": s["tc"],
-            "wasted_compute_share": s["wc"] / s["tc"].where(s["tc"] > 0)})
+        res = pd.DataFrame(
+            {
+                "wasted_samples": s["ws"],
+                "total_samples": s["ts"],
+                "wasted_samples_share": s["ws"] / s["ts"].where(s["ts"] > 0),
+                "wasted_compute_s": s["wc"],
+                "total_compute_s": s["tc"],
+                "wasted_compute_share": s["wc"] / s["tc"].where(s["tc"] > 0),
+            }
+        )
     out.loc[res.index, cols] = res[cols].astype(float)
     return out
 
 
-def summary_table(df: pd.DataFrame, metric: str = "heldout_loss", target: float | None = None,
-                  lower_is_better: bool = True) -> pd.DataFrame:
+def summary_table(
+    df: pd.DataFrame, metric: str = "heldout_loss", target: float | None = None, lower_is_better: bool = True
+) -> pd.DataFrame:
     """One row per run of ``load_runs``' frame: key config, summary, and every metric above.
 
     Columns: the key config (strategy, num_clients, dropout, speed_dist, partition, beta) plus any
@@ -208,26 +235,42 @@ def summary_table(df: pd.DataFrame, metric: str = "heldout_loss", target: float 
     numbers, ``final_<metric>``, ``time_to_target`` (when ``target`` is given), staleness stats,
     ``participation_gini`` and the wasted-work shares. Sorted by strategy, then run.
     """
-    from .load import evals as sel_evals, events as sel_events
+    from .load import evals as sel_evals
+    from .load import events as sel_events
 
     runs = _runs(df)
     meta = df.groupby("run", sort=False).first().reindex(runs)
     keep = {c: n for c, n in KEY_CONFIG.items() if c in meta}
-    varying = [c for c in meta.columns if c.startswith("cfg.") and c not in keep and c != "cfg.name"
-               and meta[c].astype(str).nunique(dropna=False) > 1]
-    keep.update({c: c[len("cfg."):] for c in varying})
+    varying = [
+        c
+        for c in meta.columns
+        if c.startswith("cfg.") and c not in keep and c != "cfg.name" and meta[c].astype(str).nunique(dropna=False) > 1
+    ]
+    keep.update({c: c[len("cfg.") :] for c in varying})
     keep.update({c: n for c, n in KEY_SUMMARY.items() if c in meta and meta[c].notna().any()})
     table = meta[list(keep)].rename(columns=keep)
     ev, el = sel_events(df), sel_evals(df)
     parts = [table, final_quality(el, metric).reindex(runs)]
     if target is not None:
         parts.append(time_to_target(el, target, metric, lower_is_better).reindex(runs))
-    parts += [staleness_stats(ev).reindex(runs), participation_gini(ev).reindex(runs),
-              wasted_work(ev)[["wasted_samples_share", "wasted_compute_share"]].reindex(runs)]
+    parts += [
+        staleness_stats(ev).reindex(runs),
+        participation_gini(ev).reindex(runs),
+        wasted_work(ev)[["wasted_samples_share", "wasted_compute_share"]].reindex(runs),
+    ]
     out = pd.concat(parts, axis=1)
     order = ["strategy"] if "strategy" in out else []
-    return out.rename_axis("run").reset_index().sort_values(order + ["run"], kind="stable").set_index("run")
+    return out.rename_axis("run").reset_index().sort_values([*order, "run"], kind="stable").set_index("run")
 
 
-__all__ = ["time_to_target", "final_quality", "staleness_stats", "participation", "gini",
-           "participation_gini", "wasted_work", "summary_table", "NOT_APPLIED"]
+__all__ = [
+    "NOT_APPLIED",
+    "final_quality",
+    "gini",
+    "participation",
+    "participation_gini",
+    "staleness_stats",
+    "summary_table",
+    "time_to_target",
+    "wasted_work",
+]

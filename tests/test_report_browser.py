@@ -1,4 +1,6 @@
-"""The HTML report, rendered by a real headless browser (Debian's chromium), shows every plot."""
+"""The HTML report, rendered by a real headless browser (Debian's chromium), shows every plot, the CI bands
+and the Comparisons section."""
+
 from __future__ import annotations
 
 import os
@@ -11,9 +13,17 @@ import pytest
 import raydiff
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 @pytest.fixture
@@ -26,35 +36,48 @@ def browser():
 
 
 def _chromium(browser, tmp_path, *args):
-    return subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_report_renders_every_plot(ray_session, tiny_cfg, tmp_path, browser):
-    from analysis.report import write_report
+    """Two strategies x two seeds: the CI bands, bar charts and the Comparisons section render too."""
     from PIL import Image
 
-    runs = tmp_path / "runs"
-    raydiff.run(tiny_cfg, out=runs / "fedbuff", progress=False)
-    tiny_cfg["strategy"]["name"] = "fedasync"
-    raydiff.run(tiny_cfg, out=runs / "fedasync", progress=False)
-    report = write_report([runs], tmp_path / "report.html", title="browser test")
-    from analysis.study import study_table, to_markdown
+    from analysis.report import write_report
+    from analysis.study import study_runs, study_summary, summary_markdown
 
-    table = study_table([runs])
-    assert sorted(table.strategy) == ["fedasync", "fedbuff"] and table.heldout_loss.notna().all()
-    assert to_markdown(table).count("\n") == 3  # header, rule, two rows
+    runs = tmp_path / "runs"
+    for strategy in ("fedbuff", "fedasync"):
+        for seed in (3, 4):
+            cfg = dict(tiny_cfg, seed=seed, strategy=dict(tiny_cfg["strategy"], name=strategy))
+            raydiff.run(cfg, out=runs / f"{strategy}-{seed}", progress=False)
+    report = write_report([runs], tmp_path / "report.html", title="browser test")
+    summary = study_summary(study_runs([runs]))
+    held = summary[summary.metric == "final_heldout_loss"]
+    assert sorted(held["cfg.strategy.name"]) == ["fedasync", "fedbuff"] and (held["n"] == 2).all()
+    assert held["ci_low"].lt(held["mean"]).all() and held["ci_method"].eq("t").all()
+    assert summary_markdown(summary).count("\n") == 3  # header, rule, two rows
     html = report.read_text()
     assert "http://" not in html and "https://" not in html  # self-contained
     url = report.resolve().as_uri()
 
     dom = _chromium(browser, tmp_path, "--virtual-time-budget=5000", "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for plot in ("plot-metric", "plot-staleness", "plot-gantt", "plot-participation"):
+    for plot in (
+        "plot-metric",
+        "plot-staleness",
+        "plot-gantt",
+        "plot-participation",
+        "plot-metric-ci",
+        "plot-bars-final_heldout_loss",
+    ):
         assert f'id="{plot}"' in dom.stdout, plot
+    assert '<h2 id="comparisons">Comparisons</h2>' in dom.stdout and "2 paired seeds" in dom.stdout
     # the page's own check: every <img> decoded with a non-zero size
     m = re.search(r'data-images-loaded="(\d+)" data-images-total="(\d+)"', dom.stdout)
-    assert m and m.group(1) == m.group(2) and int(m.group(2)) >= 4, m and m.groups()
+    assert m and m.group(1) == m.group(2) and int(m.group(2)) >= 6, m and m.groups()
 
     shot = tmp_path / "report.png"
     r = _chromium(browser, tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", url)

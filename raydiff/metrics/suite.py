@@ -7,6 +7,7 @@ for it, and the work lands on the evaluator actor, off the training path.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Optional
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 # evals.parquet columns written by ``score`` (documented in README, "Evaluation").
 DOMAIN_COLUMNS = ("fid_domain", "kid_domain", "precision", "recall", "domain_judge_accuracy")
 KID_SUBSETS, KID_SUBSET_SIZE, PR_K = 100, 1000, 3
+MIN_REAL_FID = 2  # a covariance (FID) and an unbiased MMD (KID) need two images per set
 
 
 class QualitySuite:
@@ -40,6 +42,16 @@ class QualitySuite:
                           and len(np.unique(train_labels)) >= 2)
         if ev.fid and not self.domain_ok:
             log.warning("domain FID skipped: it needs training images with at least two labels")
+        # A tiny held-out set must not crash the final scoring after training (the run folder would be
+        # lost): FID/KID need 2 real images, precision/recall k+1. Too few: skip the metric, say so once.
+        self.enough_real = len(real) >= MIN_REAL_FID
+        self.pr_ok = len(real) > PR_K
+        if (self.domain_ok or ev.inception_weights) and not self.enough_real:
+            log.warning("FID, KID, precision and recall skipped: the held-out set has %d image(s), they need >= %d "
+                        "(raise data.holdout_fraction)", len(real), MIN_REAL_FID)
+        elif self.domain_ok and not self.pr_ok:
+            log.warning("precision and recall skipped (NaN): the held-out set has %d images, k-NN with k=%d needs "
+                        ">= %d (raise data.holdout_fraction)", len(real), PR_K, PR_K + 1)
 
     def _prepare(self) -> None:
         if self.domain_ok and self.judge is None:
@@ -63,12 +75,14 @@ class QualitySuite:
         if len(fake) < 2 * PR_K:
             log.warning("FID skipped: %d samples are too few (need >= %d)", len(fake), 2 * PR_K)
             return {}
+        if not self.enough_real:
+            return {}
         self._prepare()
         row: dict[str, Any] = {}
         if self.judge is not None:
             f = self.judge.features(fake)
             rng = np.random.default_rng([self.seed, 0xF1D])  # the same KID subsets at every version
-            precision, recall = precision_recall(self.real_features, f, PR_K)
+            precision, recall = precision_recall(self.real_features, f, PR_K) if self.pr_ok else (math.nan, math.nan)
             row.update(fid_domain=frechet_distance(self.real_features, f),
                        kid_domain=kernel_inception_distance(self.real_features, f, KID_SUBSETS, KID_SUBSET_SIZE,
                                                             rng),
