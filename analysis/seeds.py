@@ -85,7 +85,7 @@ def condition_columns(runs: pd.DataFrame, between: Sequence[str] = (STRATEGY,)) 
     """The ``cfg.*`` columns that vary between runs, except the seed, the name and ``between``."""
     skip = set(NOT_CONDITIONS) | set(between)
     cols = [c for c in runs.columns if c.startswith("cfg.") and c not in skip]
-    return sorted(c for c in cols if runs[c].astype(str).nunique(dropna=False) > 1)
+    return sorted(c for c in cols if runs[c].map(str).nunique(dropna=False) > 1)
 
 
 def _label_from_cfg(row: pd.Series, cols: list[str]) -> str:
@@ -104,7 +104,8 @@ def _condition_labels(runs: pd.DataFrame, cols: list[str], between: Sequence[str
     drop = {"seed", "name"} | {b[len("cfg.") :] for b in between}
     all_over = [set(recorded[d]) for d in runs.get("run_dir", []) if d in recorded]
     common = set.intersection(*all_over) if all_over and len(all_over) == len(runs) else set()
-    key = runs[cols].astype(str).agg("|".join, axis=1) if cols else pd.Series("", index=runs.index)
+    # map(str): a field missing from older runs' configs is NaN, and astype(str) may keep NaN as a float
+    key = runs[cols].map(str).agg("|".join, axis=1) if cols else pd.Series("", index=runs.index)
     labels = pd.Series("", index=runs.index, dtype=object)
     for _, idx in runs.groupby(key, sort=False).groups.items():
         rows = runs.loc[idx]

@@ -573,3 +573,13 @@ def test_study_cli_writes_csvs(seed_sweep, tmp_path, capsys):
     # any cfg column as the compared arm (beta in the paper grid): the condition is then the rest (the strategy)
     assert main([str(seed_sweep), "--between", "cfg.clients.dropout"]) == 0
     assert "| strategy.name=fedavg | 0.3 | 8.67 [" in capsys.readouterr().out
+
+
+def test_conditions_tolerate_a_config_field_missing_from_older_runs():
+    """Runs written before a config field existed have NaN in its cfg.* column; labels must still build."""
+    from analysis.seeds import _condition_labels
+
+    runs = pd.DataFrame({"cfg.train.group_size": [1.0, np.nan, 1.0], "cfg.strategy.name": ["a", "b", "a"]})
+    labels = _condition_labels(runs, ["cfg.train.group_size", "cfg.strategy.name"], ())
+    assert labels.tolist() == ["train.group_size=1.0, strategy.name=a", "train.group_size=nan, strategy.name=b",
+                               "train.group_size=1.0, strategy.name=a"]

@@ -1,12 +1,11 @@
-"""Client-level DP (DP-FedAvg, McMahan et al. 2018): clipping, the noise scale, and the privacy accountant."""
+"""Client-level DP (DP-FedAvg, McMahan et al. 2018): clipping and the noise scale (the accounting is tested in
+tests/test_privacy_accounting.py)."""
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 
-from raydiff.strategies import ClientDP, FedAvg, FedBuff, GaussianMechanism, PrivacyAccountant, Update
+from raydiff.strategies import ClientDP, FedAvg, FedBuff, GaussianMechanism, Update
 
 
 def f32(*values: float) -> np.ndarray:
@@ -113,93 +112,6 @@ class TestDPInFedAvg:
         s.end_round(x)
         z = np.random.default_rng(11).standard_normal(3, dtype=np.float32).astype(np.float64)
         np.testing.assert_allclose(x, np.array([1.0, 2.0, 3.0]) + 2.0 * z / 3, rtol=1e-6)
-
-
-def _independent_epsilon(q: float, sigma: float, steps: int, delta: float, improved: bool) -> float:
-    """RDP of the sampled Gaussian mechanism at INTEGER orders, written out from Mironov, Talwar and
-    Zhang 2019 ("Renyi Differential Privacy of the Sampled Gaussian Mechanism", Sec. 3.3):
-    A_a = sum_k C(a,k) (1-q)^(a-k) q^k exp((k^2-k)/(2 sigma^2)), rdp(a) = log(A_a)/(a-1).
-    Conversion: classic (Mironov 2017, Prop. 3) eps = T rdp + log(1/delta)/(a-1), or the improved one of
-    Balle et al. 2020 (Thm. 21) that Opacus uses: eps = T rdp - (log delta + log a)/(a-1) + log((a-1)/a).
-    No Opacus code is involved.
-    """
-    best = math.inf
-    for a in range(2, 64):
-        terms = [math.lgamma(a + 1) - math.lgamma(k + 1) - math.lgamma(a - k + 1) + (a - k) * math.log1p(-q)
-                 + k * math.log(q) + (k * k - k) / (2 * sigma * sigma) for k in range(a + 1)]
-        top = max(terms)
-        rdp = steps * (top + math.log(sum(math.exp(t - top) for t in terms))) / (a - 1)
-        if improved:
-            eps = rdp - (math.log(delta) + math.log(a)) / (a - 1) + math.log((a - 1) / a)
-        else:
-            eps = rdp + math.log(1 / delta) / (a - 1)
-        best = min(best, eps)
-    return best
-
-
-# TensorFlow Privacy's MNIST tutorial (tensorflow/privacy, tutorials/README.md): N=60000, batch 256,
-# noise multiplier 1.1, 60 epochs -> "eps = 3.01 and delta = 1e-05" (classic RDP conversion).
-TF_Q, TF_SIGMA, TF_STEPS, TF_DELTA = 256 / 60000, 1.1, 60 * 60000 // 256, 1e-5
-
-
-class TestPrivacyAccountant:
-    def test_independent_computation_reproduces_the_published_value(self):
-        assert round(_independent_epsilon(TF_Q, TF_SIGMA, TF_STEPS, TF_DELTA, improved=False), 2) == 3.01
-
-    def test_matches_the_independent_computation(self):
-        """Opacus also uses fractional orders, so it may only be lower than the integer-order bound,
-        and only a little. Both convert with Balle et al., so both are below the published 3.01."""
-        acc = PrivacyAccountant(TF_SIGMA, TF_Q)
-        acc.step(TF_STEPS)
-        eps = acc.epsilon(TF_DELTA)
-        ours = _independent_epsilon(TF_Q, TF_SIGMA, TF_STEPS, TF_DELTA, improved=True)
-        assert 0.98 * ours <= eps <= ours
-        assert eps == pytest.approx(2.5966, abs=1e-4)  # the value Opacus 1.6 gives
-        assert eps < 3.01
-
-    def test_known_value_q001_sigma11_1000_steps(self):
-        """q=0.01, sigma=1.1, 1000 steps, delta=1e-5: 1.7118, as Opacus's own RDPAccountant reports after 1000
-        single steps; the independent integer-order bound is 1.7253."""
-        from opacus.accountants import RDPAccountant
-
-        acc = PrivacyAccountant(1.1, 0.01)
-        acc.step(600)
-        acc.step(400)
-        eps = acc.epsilon(1e-5)
-        assert eps == pytest.approx(1.7118, abs=1e-4)
-        ref = RDPAccountant()
-        for _ in range(1000):
-            ref.step(noise_multiplier=1.1, sample_rate=0.01)
-        assert eps == pytest.approx(ref.get_epsilon(1e-5), rel=1e-12)
-        assert _independent_epsilon(0.01, 1.1, 1000, 1e-5, improved=True) == pytest.approx(1.7253, abs=1e-4)
-
-    def test_monotone(self):
-        def eps(sigma: float, q: float, steps: int) -> float:
-            a = PrivacyAccountant(sigma, q)
-            a.step(steps)
-            return a.epsilon(1e-5)
-
-        assert eps(1.1, 0.01, 100) < eps(1.1, 0.01, 1000) < eps(1.1, 0.01, 5000)
-        assert eps(2.0, 0.01, 1000) < eps(1.1, 0.01, 1000) < eps(0.8, 0.01, 1000)
-        assert eps(1.1, 0.01, 1000) < eps(1.1, 0.05, 1000)
-
-    def test_edges_and_state(self):
-        acc = PrivacyAccountant(1.1, 0.01)
-        assert acc.epsilon(1e-5) == 0.0  # nothing released yet
-        acc.step()
-        acc.step(2)
-        assert acc.steps == 3
-        fresh = PrivacyAccountant(1.1, 0.01)
-        fresh.load_state_dict(acc.state_dict())
-        assert fresh.epsilon(1e-5) == acc.epsilon(1e-5)
-        no_noise = PrivacyAccountant(0.0, 0.01)
-        no_noise.step()
-        assert no_noise.epsilon(1e-5) == math.inf
-
-    @pytest.mark.parametrize("sigma, q", [(-1.0, 0.1), (1.0, 0.0), (1.0, 1.5)])
-    def test_bad_arguments(self, sigma, q):
-        with pytest.raises(ValueError):
-            PrivacyAccountant(sigma, q)
 
 
 def test_fedbuff_with_dp_puts_at_most_one_update_per_client_in_a_buffer(tmp_path):

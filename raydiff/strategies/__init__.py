@@ -5,7 +5,7 @@ scheduling. The built-ins are registered by name; wrappers add DP, a norm bound 
 """
 from .base import Decision, RunContext, Schedule, Strategy, Update, implements_state
 from .compression import COMPRESSORS, FP16, Compressor, Int8, NoCompression, Partial, TopK, make_compressor
-from .dp import GaussianMechanism, PrivacyAccountant
+from .dp import GaussianMechanism
 from .ema import EMA
 from .fedasync import FedAsync
 from .fedavg import FedAvg
@@ -21,6 +21,6 @@ from .wrappers import ClientDP, NormBounded, StrategyWrapper, WithEMA
 __all__ = ["Decision", "RunContext", "Schedule", "Strategy", "Update", "implements_state", "check_update",
            "build_strategy", "register_strategy", "registered_strategies", "strategy_class", "FedAsync", "FedAvg",
            "FedBuff", "staleness_fn", "NormBound", "l2_norm", "Compressor", "NoCompression", "FP16", "Int8", "TopK",
-           "Partial", "make_compressor", "unet_mask", "GaussianMechanism", "PrivacyAccountant", "EMA",
+           "Partial", "make_compressor", "unet_mask", "GaussianMechanism", "EMA",
            "ServerOptimizer", "SERVER_OPTIMIZERS", "COMPRESSORS", "SGD", "FedAvgM", "FedAdagrad", "FedAdam",
            "FedYogi", "make_server_optimizer", "StrategyWrapper", "ClientDP", "NormBounded", "WithEMA"]

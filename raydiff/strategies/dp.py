@@ -3,8 +3,8 @@ Private Recurrent Language Models").
 
 Each client's update is clipped to L2 norm ``C``, so one client changes the SUM of updates by at
 most ``C``; Gaussian noise N(0, (sigma*C)^2) per coordinate, added once to that sum per aggregation,
-makes the aggregation step a Gaussian mechanism. The privacy loss over many steps is tracked by
-Opacus's RDP accountant (Mironov et al. 2019, sampled Gaussian mechanism).
+makes the aggregation step a Gaussian mechanism. What a run spends is accounted from its events, not
+here: :mod:`raydiff.privacy.accounting` (who really took part in which aggregation).
 """
 from __future__ import annotations
 
@@ -56,51 +56,3 @@ class GaussianMechanism:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.rng.bit_generator.state = state["bit_generator"]
-
-
-class PrivacyAccountant:
-    """(epsilon, delta) spent after ``steps`` noisy aggregations, each over a ``sample_rate`` share of clients.
-
-    ``sample_rate`` q is the probability that a given client takes part in one aggregation (for
-    example clients_per_round / num_clients). The bound assumes Poisson sampling with that rate, as
-    the analysis of McMahan et al. does; a fixed-size selection is the usual approximation.
-    """
-
-    def __init__(self, noise_multiplier: float, sample_rate: float) -> None:
-        if not noise_multiplier >= 0:
-            raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
-        if not 0 < sample_rate <= 1:
-            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
-        self.noise_multiplier = noise_multiplier
-        self.sample_rate = sample_rate
-        self.steps = 0
-
-    def step(self, n: int = 1) -> None:
-        """Record ``n`` more noisy aggregations."""
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        self.steps += n
-
-    def epsilon(self, delta: float) -> float:
-        """The smallest epsilon over Opacus's default RDP orders, converted as in Balle et al. 2020."""
-        if not 0 < delta < 1:
-            raise ValueError(f"delta must be in (0, 1), got {delta}")
-        if self.steps == 0:
-            return 0.0
-        if self.noise_multiplier == 0:
-            return float("inf")
-        # Imported here: opacus pulls in a lot, and only runs that report privacy need it.
-        from opacus.accountants import RDPAccountant
-        from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
-
-        orders = RDPAccountant.DEFAULT_ALPHAS
-        rdp = compute_rdp(q=self.sample_rate, noise_multiplier=self.noise_multiplier, steps=self.steps,
-                          orders=orders)
-        eps, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=delta)
-        return float(eps)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.steps = int(state["steps"])
