@@ -1,4 +1,4 @@
-"""Sample-quality metrics without Ray: the domain judge, FID/KID/precision/recall on degraded real digits,
+"""Sample-quality metrics without Ray: the domain classifier, FID/KID/precision/recall on degraded real digits,
 DDIM sampling, the Inception FID path and its missing-weights message."""
 from __future__ import annotations
 
@@ -25,46 +25,46 @@ LEVELS_BLUR = (0.5, 1.0, 1.5, 2.0)
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    """Digits split 70/30 (more held-out images than a run's 10%, for steadier statistics); judge trained once."""
+    """Digits split 70/30 (more held-out images than a run's 10%, for steadier statistics); classifier trained once."""
     ds = load_digits_set()
     train, held = split_holdout(ds, 0.3, np.random.default_rng([0, 6]))
     cache = tmp_path_factory.mktemp("judges")
-    judge = domain.domain_judge(train.images, train.labels, str(cache), seed=0)
-    return train, held, judge, cache
+    clf = domain.domain_classifier(train.images, train.labels, str(cache), seed=0)
+    return train, held, clf, cache
 
 
-def _halves(judge, images, seed=0):
+def _halves(clf, images, seed=0):
     p = np.random.default_rng(seed).permutation(len(images))
     n = len(images) // 2
     return images[p[:n]], images[p[n:]]
 
 
 def test_judge_accuracy_and_cache_hit(digits):
-    train, held, judge, cache = digits
-    acc = judge.accuracy(held.images, held.labels)
+    train, held, clf, cache = digits
+    acc = clf.accuracy(held.images, held.labels)
     assert acc > 0.90, acc  # measured 0.974 (0.966 on a run's default 10% hold-out)
     files = list(cache.glob("domain-*.pt"))
     assert len(files) == 1
     mtime, trained = files[0].stat().st_mtime_ns, domain.TRAINED
-    again = domain.domain_judge(train.images, train.labels, str(cache), seed=0)
+    again = domain.domain_classifier(train.images, train.labels, str(cache), seed=0)
     assert domain.TRAINED == trained  # loaded, not retrained
     assert files[0].stat().st_mtime_ns == mtime
-    np.testing.assert_allclose(again.features(held.images[:20]), judge.features(held.images[:20]))
+    np.testing.assert_allclose(again.features(held.images[:20]), clf.features(held.images[:20]))
     # different labels are a different training set: a new key, a new file
-    assert domain.judge_key(train.images, train.labels[::-1].copy(), 0) != again.key
+    assert domain.classifier_key(train.images, train.labels[::-1].copy(), 0) != again.key
 
 
 def test_fid_and_kid_real_vs_real_small_and_monotone_in_degradation(digits):
-    _, held, judge, _ = digits
-    a, b = _halves(judge, held.images)
-    fa = judge.features(a)
+    _, held, clf, _ = digits
+    a, b = _halves(clf, held.images)
+    fa = clf.features(a)
     rng = np.random.default_rng(1)
     kid = lambda f: kernel_inception_distance(fa, f, 50, 1000, np.random.default_rng(2))  # noqa: E731
-    fb = judge.features(b)
+    fb = clf.features(b)
     base_fid, base_kid = frechet_distance(fa, fb), kid(fb)
-    noisy = [judge.features(np.clip(b + rng.normal(0, s, b.shape), -1, 1).astype(np.float32)) for s in LEVELS_NOISE]
-    blurred = [judge.features(gaussian_filter(b, sigma=(0, 0, s, s)).astype(np.float32)) for s in LEVELS_BLUR]
-    uniform = judge.features(rng.uniform(-1, 1, b.shape).astype(np.float32))
+    noisy = [clf.features(np.clip(b + rng.normal(0, s, b.shape), -1, 1).astype(np.float32)) for s in LEVELS_NOISE]
+    blurred = [clf.features(gaussian_filter(b, sigma=(0, 0, s, s)).astype(np.float32)) for s in LEVELS_BLUR]
+    uniform = clf.features(rng.uniform(-1, 1, b.shape).astype(np.float32))
     for degraded in (noisy, blurred):
         fids = [base_fid] + [frechet_distance(fa, f) for f in degraded]
         kids = [base_kid] + [kid(f) for f in degraded]
@@ -76,12 +76,12 @@ def test_fid_and_kid_real_vs_real_small_and_monotone_in_degradation(digits):
 
 
 def test_precision_recall_real_high_noise_low(digits):
-    _, held, judge, _ = digits
-    a, b = _halves(judge, held.images)
-    fa, fb = judge.features(a), judge.features(b)
+    _, held, clf, _ = digits
+    a, b = _halves(clf, held.images)
+    fa, fb = clf.features(a), clf.features(b)
     p, r = precision_recall(fa, fb)
     assert p > 0.8 and r > 0.8, (p, r)  # measured 0.89, 0.92
-    noise = judge.features(np.random.default_rng(3).uniform(-1, 1, b.shape).astype(np.float32))
+    noise = clf.features(np.random.default_rng(3).uniform(-1, 1, b.shape).astype(np.float32))
     p, r = precision_recall(fa, noise)
     assert p < 0.5 and r < 0.1, (p, r)  # measured 0.21, 0.04
 

@@ -89,11 +89,11 @@ def test_fid_columns_and_sampler_grids(slow_eval_run):
     evals = pd.read_parquet(res.out_dir / "evals.parquet")
     assert list(evals.version) == list(range(7))
     scored = evals[evals.version > 0]
-    for col in ("fid_domain", "kid_domain", "precision", "recall", "domain_judge_accuracy", "fid_seconds"):
+    for col in ("fid_domain", "kid_domain", "precision", "recall", "domain_classifier_accuracy", "fid_seconds"):
         assert scored[col].notna().all() and np.isfinite(scored[col]).all(), col
     assert evals.loc[0, ["fid_domain"]].isna().all()  # version 0 is pure noise: loss only
     assert (scored.fid_num_samples == 400).all()
-    assert (scored.domain_judge_accuracy > 0.9).all()
+    assert (scored.domain_classifier_accuracy > 0.9).all()
     assert (scored.fid_domain >= 0).all() and scored.precision.between(0, 1).all()
     assert "fid_inception" not in evals.columns  # no weights given: skipped, silently
     s = json.loads((res.out_dir / "summary.json").read_text())

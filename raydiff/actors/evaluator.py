@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import Config
 from ..diffusion import heldout_loss, sample
-from ..metrics.checks import default_sample_steps
+from ..metrics.eval_checks import default_sample_steps
 from ..metrics.suite import QualitySuite
 from ..model import FlatModel, build_scheduler, build_unet
 from .device import setup_torch

@@ -1,4 +1,4 @@
-"""Sample-quality metrics without downloads: the domain judge (a CNN trained on the run's own training
+"""Sample-quality metrics without downloads: the domain classifier (a CNN trained on the run's own training
 images) for FID, KID and precision/recall, and Inception FID when the user supplies the weights.
 
 Submodules import torch; this package file stays light so the runner's input checks can use
@@ -6,6 +6,6 @@ Submodules import torch; this package file stays light so the runner's input che
 """
 from __future__ import annotations
 
-from .checks import check_eval
+from .eval_checks import check_eval
 
 __all__ = ["check_eval"]

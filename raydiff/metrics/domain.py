@@ -1,4 +1,4 @@
-"""The domain judge: a small CNN trained on the run's OWN training images, whose features replace Inception.
+"""The domain classifier: a small CNN trained on the run's OWN training images, whose features replace Inception.
 
 Why: Inception FID needs 100 MB of weights from the internet and judges 8x8 digits through a
 network trained on 299x299 photos. A classifier trained on the training split of the very dataset
@@ -49,7 +49,7 @@ class DomainNet(nn.Module):
 
 
 @dataclass
-class DomainJudge:
+class DomainClassifier:
     """A trained DomainNet; ``features`` is its penultimate layer (the space FID is measured in)."""
 
     net: DomainNet
@@ -67,7 +67,7 @@ class DomainJudge:
     def features(self, images: np.ndarray) -> np.ndarray:
         """(N, C, H, W) in [-1, 1] -> (N, 64) float64, scaled to O(1) per dimension.
 
-        The scale is fixed per judge (from its training images), so distances stay comparable across
+        The scale is fixed per classifier (from its training images), so distances stay comparable across
         runs; it keeps KID's polynomial kernel (x.y / d + 1)^3 in its intended range.
         """
         return self._batches(images, self.net.body).astype(np.float64) * self.scale
@@ -77,7 +77,7 @@ class DomainJudge:
         return float((pred == np.asarray(labels)).mean())
 
 
-def judge_key(images: np.ndarray, labels: np.ndarray, seed: int) -> str:
+def classifier_key(images: np.ndarray, labels: np.ndarray, seed: int) -> str:
     """sha256 of the training images, labels, their shapes, the architecture version and the seed."""
     h = hashlib.sha256()
     h.update(f"raydiff-domain-judge v{ARCH_VERSION} {images.shape} {labels.shape} seed={seed} "
@@ -87,8 +87,8 @@ def judge_key(images: np.ndarray, labels: np.ndarray, seed: int) -> str:
     return h.hexdigest()
 
 
-def _feature_scale(judge: DomainJudge, images: np.ndarray) -> float:
-    f = judge.features(images)
+def _feature_scale(clf: DomainClassifier, images: np.ndarray) -> float:
+    f = clf.features(images)
     return float(1.0 / np.sqrt(max((f * f).sum(1).mean() / f.shape[1], 1e-12)))
 
 
@@ -112,7 +112,7 @@ def _train(images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int, 
             loss.backward()
             opt.step()
     TRAINED += 1
-    log.info("domain judge trained: %d images, %d classes, %d epochs", len(x_all), num_classes, epochs)
+    log.info("domain classifier trained: %d images, %d classes, %d epochs", len(x_all), num_classes, epochs)
     return net.eval()
 
 
@@ -129,16 +129,16 @@ def _save_atomic(path: Path, payload: dict) -> None:
         raise
 
 
-def domain_judge(images: np.ndarray, labels: np.ndarray, cache_dir: Optional[str], seed: int = 0,
-                 device: torch.device | str = "cpu") -> DomainJudge:
-    """Load the judge for this training set from ``cache_dir``, or train it and store it there.
+def domain_classifier(images: np.ndarray, labels: np.ndarray, cache_dir: Optional[str], seed: int = 0,
+                 device: torch.device | str = "cpu") -> DomainClassifier:
+    """Load the classifier for this training set from ``cache_dir``, or train it and store it there.
 
     An unwritable cache only costs a retraining next time, so it is logged, never raised.
     """
     device = torch.device(device)
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = int(labels.max()) + 1
-    key = judge_key(images, labels, seed)
+    key = classifier_key(images, labels, seed)
     path = Path(os.path.expanduser(cache_dir)) / f"domain-{key[:32]}.pt" if cache_dir else None
     if path is not None and path.is_file():
         try:
@@ -146,19 +146,19 @@ def domain_judge(images: np.ndarray, labels: np.ndarray, cache_dir: Optional[str
             if payload.get("key") == key:
                 net = DomainNet(payload["channels"], payload["num_classes"]).to(device)
                 net.load_state_dict(payload["state"])
-                log.info("domain judge loaded from cache: %s", path)
-                return DomainJudge(net.eval(), key, device, float(payload["scale"]))
+                log.info("domain classifier loaded from cache: %s", path)
+                return DomainClassifier(net.eval(), key, device, float(payload["scale"]))
         except Exception as exc:  # noqa: BLE001 - a corrupt cache file is retrained over, not fatal
-            log.warning("domain judge cache %s unreadable (%s): retraining", path, exc)
-    judge = DomainJudge(_train(images, labels, num_classes, seed, device), key, device)
-    judge.scale = _feature_scale(judge, images)
+            log.warning("domain classifier cache %s unreadable (%s): retraining", path, exc)
+    clf = DomainClassifier(_train(images, labels, num_classes, seed, device), key, device)
+    clf.scale = _feature_scale(clf, images)
     if path is not None:
         try:
             _save_atomic(path, dict(key=key, channels=int(images.shape[1]), num_classes=num_classes,
-                                    scale=judge.scale, state={k: v.cpu() for k, v in judge.net.state_dict().items()}))
+                                    scale=clf.scale, state={k: v.cpu() for k, v in clf.net.state_dict().items()}))
         except OSError as exc:
-            log.warning("could not cache the domain judge in %s (%s); it will be retrained next run", path, exc)
-    return judge
+            log.warning("could not cache the domain classifier in %s (%s); it will be retrained next run", path, exc)
+    return clf
 
 
-__all__ = ["DomainJudge", "DomainNet", "domain_judge", "judge_key", "ARCH_VERSION"]
+__all__ = ["DomainClassifier", "DomainNet", "domain_classifier", "classifier_key", "ARCH_VERSION"]

@@ -44,7 +44,7 @@ def check_inception_weights(path: str | None) -> None:
             f"eval.inception_weights: {str(p)!r} is not a file. It must be torch-fidelity's "
             f"InceptionV3 weights (download them yourself from {WEIGHTS_URL}); raydiff never "
             "downloads at run time. Set eval.inception_weights to null to skip Inception FID "
-            "(the domain-judge metrics fid_domain, kid_domain, precision, recall still run)."
+            "(the domain-classifier metrics fid_domain, kid_domain, precision, recall still run)."
         )
     try:
         import torch_fidelity  # noqa: F401

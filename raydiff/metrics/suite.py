@@ -1,6 +1,6 @@
 """Sample-quality metrics of one batch of generated images against the held-out real images.
 
-Everything expensive (training or loading the domain judge, real features, Inception's real
+Everything expensive (training or loading the domain classifier, real features, Inception's real
 statistics) happens once, lazily, on the first ``score``: a run that never computes FID never pays
 for it, and the work lands on the evaluator actor, off the training path.
 """
@@ -20,13 +20,13 @@ from .distances import frechet_distance, kernel_inception_distance, precision_re
 log = logging.getLogger(__name__)
 
 # evals.parquet columns written by ``score`` (documented in README, "Evaluation").
-DOMAIN_COLUMNS = ("fid_domain", "kid_domain", "precision", "recall", "domain_judge_accuracy")
+DOMAIN_COLUMNS = ("fid_domain", "kid_domain", "precision", "recall", "domain_classifier_accuracy")
 KID_SUBSETS, KID_SUBSET_SIZE, PR_K = 100, 1000, 3
 MIN_REAL_FID = 2  # a covariance (FID) and an unbiased MMD (KID) need two images per set
 
 
 class QualitySuite:
-    """Domain-judge FID/KID/precision/recall, plus Inception FID when ``ev.inception_weights`` is set."""
+    """Domain-classifier FID/KID/precision/recall, plus Inception FID when ``ev.inception_weights`` is set."""
 
     def __init__(self, ev: EvalConfig, seed: int, real: np.ndarray, real_labels: Optional[np.ndarray],
                  train_images: Optional[np.ndarray], train_labels: Optional[np.ndarray],
@@ -34,9 +34,9 @@ class QualitySuite:
         self.ev, self.seed, self.device = ev, seed, device
         self.real, self.real_labels = real, real_labels
         self.train_images, self.train_labels = train_images, train_labels
-        self.judge: Any = None
+        self.classifier: Any = None
         self.real_features: Optional[np.ndarray] = None
-        self.judge_accuracy = float("nan")
+        self.classifier_accuracy = float("nan")
         self.inception: Any = None
         self.domain_ok = (ev.fid and train_images is not None and train_labels is not None
                           and len(np.unique(train_labels)) >= 2)
@@ -54,17 +54,17 @@ class QualitySuite:
                         ">= %d (raise data.holdout_fraction)", len(real), PR_K, PR_K + 1)
 
     def _prepare(self) -> None:
-        if self.domain_ok and self.judge is None:
-            from .domain import domain_judge
+        if self.domain_ok and self.classifier is None:
+            from .domain import domain_classifier
 
             t0 = time.perf_counter()
-            self.judge = domain_judge(self.train_images, self.train_labels, self.ev.cache_dir, self.seed,
+            self.classifier = domain_classifier(self.train_images, self.train_labels, self.ev.cache_dir, self.seed,
                                       self.device)
-            self.real_features = self.judge.features(self.real)
+            self.real_features = self.classifier.features(self.real)
             if self.real_labels is not None:
-                self.judge_accuracy = self.judge.accuracy(self.real, self.real_labels)
-            log.info("domain judge ready in %.1f s: held-out accuracy %.3f", time.perf_counter() - t0,
-                     self.judge_accuracy)
+                self.classifier_accuracy = self.classifier.accuracy(self.real, self.real_labels)
+            log.info("domain classifier ready in %.1f s: held-out accuracy %.3f", time.perf_counter() - t0,
+                     self.classifier_accuracy)
         if self.ev.inception_weights and self.inception is None:
             from .inception import InceptionFID
 
@@ -79,14 +79,14 @@ class QualitySuite:
             return {}
         self._prepare()
         row: dict[str, Any] = {}
-        if self.judge is not None:
-            f = self.judge.features(fake)
+        if self.classifier is not None:
+            f = self.classifier.features(fake)
             rng = np.random.default_rng([self.seed, 0xF1D])  # the same KID subsets at every version
             precision, recall = precision_recall(self.real_features, f, PR_K) if self.pr_ok else (math.nan, math.nan)
             row.update(fid_domain=frechet_distance(self.real_features, f),
                        kid_domain=kernel_inception_distance(self.real_features, f, KID_SUBSETS, KID_SUBSET_SIZE,
                                                             rng),
-                       precision=precision, recall=recall, domain_judge_accuracy=self.judge_accuracy)
+                       precision=precision, recall=recall, domain_classifier_accuracy=self.classifier_accuracy)
         if self.inception is not None:
             row["fid_inception"] = self.inception.score(fake)
         return row

@@ -445,7 +445,7 @@ def audit_trained(
         samples = samples[:n]
     else:
         from ..diffusion import sample_images
-        from ..metrics.checks import default_sample_steps
+        from ..metrics.eval_checks import default_sample_steps
 
         ev = cfg.eval
         steps = default_sample_steps(ev.sampler, ev.sample_steps, cfg.model.num_train_timesteps)
