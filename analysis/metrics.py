@@ -13,7 +13,9 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-NOT_APPLIED = ("dropped", "failed", "rejected")
+from raydiff.statuses import APPLIED, DROPPED, FAILED, REJECTED
+
+NOT_APPLIED = (DROPPED, FAILED, REJECTED)
 # Config columns a heterogeneity comparison is about, and their short names in the table.
 KEY_CONFIG = {
     "cfg.strategy.name": "strategy",
@@ -89,7 +91,7 @@ def staleness_stats(events: pd.DataFrame) -> pd.DataFrame:
     if events.empty or "staleness" not in events:
         out["applied_jobs"] = 0.0
         return out
-    app = events[events["status"] == "applied"].dropna(subset=["staleness"])
+    app = events[events["status"] == APPLIED].dropna(subset=["staleness"])
     g = app.groupby("run", sort=False)["staleness"]
     stats = pd.DataFrame(
         {
@@ -124,7 +126,7 @@ def participation(events: pd.DataFrame) -> pd.DataFrame:
     if events.empty or "client_id" not in events:
         return pd.DataFrame(columns=cols)
     ev = events.dropna(subset=["client_id"]).assign(
-        client_id=lambda f: f["client_id"].astype(int), _applied=lambda f: f["status"] == "applied"
+        client_id=lambda f: f["client_id"].astype(int), _applied=lambda f: f["status"] == APPLIED
     )
     g = ev.groupby(["run", "client_id"], sort=False)["_applied"]
     counts = pd.DataFrame({"dispatched": g.size(), "applied": g.sum()})
@@ -203,9 +205,9 @@ def wasted_work(events: pd.DataFrame) -> pd.DataFrame:
     if {"finish_vtime", "dispatch_vtime"} <= set(ev.columns):
         download = ev["download_s"].astype(float).fillna(0.0) if "download_s" in ev else zero
         before_fail = (ev["finish_vtime"] - ev["dispatch_vtime"] - download).astype(float)
-    failed = ev["status"].isin(["dropped", "failed"])
+    failed = ev["status"].isin([DROPPED, FAILED])
     spent = compute.where(~failed, np.minimum(compute, before_fail.fillna(compute))).clip(lower=0).fillna(0.0)
-    waste = ev["status"] != "applied"
+    waste = ev["status"] != APPLIED
     f = pd.DataFrame(
         {"run": ev["run"], "ws": samples.where(waste, 0.0), "ts": samples, "wc": spent.where(waste, 0.0), "tc": spent}
     )

@@ -17,13 +17,15 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from raydiff.statuses import APPLIED, DROPPED, FAILED, REJECTED
+
 from .metrics import gini, participation
 
 STATUS_COLORS = {
-    "applied": "#2ca02c",
-    "dropped": "#ff7f0e",
-    "failed": "#d62728",
-    "rejected": "#7f7f7f",
+    APPLIED: "#2ca02c",
+    DROPPED: "#ff7f0e",
+    FAILED: "#d62728",
+    REJECTED: "#7f7f7f",
     "pending": "#1f77b4",
 }
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -102,7 +104,7 @@ def plot_staleness_hist(events: pd.DataFrame, by: str | None = "cfg.strategy.nam
     fig = new_figure()
     ax = fig.add_subplot()
     app = (
-        events[events["status"] == "applied"].dropna(subset=["staleness"])
+        events[events["status"] == APPLIED].dropna(subset=["staleness"])
         if {"status", "staleness"} <= set(events.columns)
         else events.iloc[:0]
     )
