@@ -7,6 +7,7 @@
 ``import raydiff`` is light: it loads neither torch nor Ray (``run`` and ``RunResult`` are imported on
 first use), so analysis code and strategy modules can use raydiff's names cheaply.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -20,9 +21,23 @@ if TYPE_CHECKING:
     from .runner import RunResult, run
 
 __version__ = "0.1.0"
-__all__ = ["Config", "load_config", "run", "RunResult", "RaydiffError", "ConfigError", "DataError",
-           "ResourceError", "Strategy", "Update", "Decision", "RunContext", "Schedule", "register_strategy",
-           "__version__"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataError",
+    "Decision",
+    "RaydiffError",
+    "ResourceError",
+    "RunContext",
+    "RunResult",
+    "Schedule",
+    "Strategy",
+    "Update",
+    "__version__",
+    "load_config",
+    "register_strategy",
+    "run",
+]
 
 
 def __getattr__(name: str) -> Any:

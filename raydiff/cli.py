@@ -1,4 +1,10 @@
-"""``raydiff run | ...``: a thin shell over the Python API. User errors print one paragraph and exit 2."""
+"""``raydiff run | ...``: a thin shell over the Python API.
+
+Exit codes: 0 done; 2 a user error (one paragraph naming the problem, never a traceback); 1 an
+internal error (a bug: its message carries the remote traceback); 128 + the signal's number when
+SIGINT (130), SIGTERM (143) or SIGHUP (129) stopped a run, whose folder is then complete.
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -7,9 +13,10 @@ import logging
 import os
 import sys
 import textwrap
-from typing import Sequence
+from collections.abc import Sequence
 
-from .errors import RaydiffError
+from .errors import InternalError, RaydiffError
+from .signals import exit_code
 
 
 def _positive(text: str) -> int:
@@ -21,6 +28,32 @@ def _positive(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
     return n
+
+
+def _path(text: str) -> str:
+    """An argparse type: a file or folder name (a NUL character would make every file call raise)."""
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} holds a NUL character, which no file name can hold")
+    return text
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed in [0, 2^63 - 1]."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= n < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^63-1], got {n}")
+    return n
+
+
+def _group_sizes(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated group sizes, each >= 1 (bench grouped --groups 1,2,4)."""
+    sizes = tuple(_positive(part) for part in text.split(",") if part.strip())
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected group sizes such as 1,2,4, got {text!r}")
+    return sizes
 
 
 def _presets() -> list[str]:
@@ -36,32 +69,62 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raydiff", description="Federated DDPM training simulated on Ray actors.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run one scenario and write its run folder")
-    r.add_argument("scenario", nargs="?", help="scenario YAML file")
-    r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
-    r.add_argument("--out", help="run folder (default runs/<name>-<timestamp>)")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set strategy.name=fedasync (repeatable)")
+    r.add_argument("scenario", nargs="?", type=_path, help="scenario YAML file")
+    r.add_argument("--resume", metavar="RUN_DIR", type=_path, help="continue a killed run from its last checkpoint")
+    r.add_argument("--out", type=_path, help="run folder (default runs/<name>-<timestamp>)")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set strategy.name=fedasync (repeatable)",
+    )
     r.add_argument("--address", help="Ray cluster address (same as --set run.address=...)")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="write into --out even if it holds another config's finished run (replaced) or other files",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("-v", "--verbose", action="store_true")
     w = sub.add_parser("sweep", help="run the cartesian product of a sweep file (skips finished runs)")
-    w.add_argument("sweep", help="sweep YAML file")
-    w.add_argument("--out", help="sweep folder (default: the file's 'out', else runs/<name>)")
+    w.add_argument("sweep", type=_path, help="sweep YAML file")
+    w.add_argument("--out", type=_path, help="sweep folder (default: the file's 'out', else runs/<name>)")
     w.add_argument("--list", action="store_true", help="list the planned runs and whether they are done")
     rp = sub.add_parser("report", help="one self-contained HTML page from run or sweep folders")
-    rp.add_argument("paths", nargs="+", help="run folders, or folders holding runs (a sweep)")
-    rp.add_argument("--out", default="report.html", help="HTML file to write")
+    rp.add_argument("paths", nargs="+", type=_path, help="run folders, or folders holding runs (a sweep)")
+    rp.add_argument("--out", type=_path, default="report.html", help="HTML file to write")
     rp.add_argument("--title")
     sm = sub.add_parser("sample", help="sample a PNG grid from a finished run's saved model")
-    sm.add_argument("run_dir", help="run folder (its model/ is loaded; nothing is downloaded)")
-    sm.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    sm.add_argument("--out", default="grid.png", help="PNG file to write (default grid.png)")
-    sm.add_argument("--sampler", choices=["ddpm", "ddim"],
-                    help="default: the run's eval.sampler and eval.sample_steps (ddpm for a bare model folder)")
-    sm.add_argument("--steps", type=int, help="sampling steps (default: all training steps for ddpm, 50 for ddim)")
-    sm.add_argument("--seed", type=int, default=0)
-    b = sub.add_parser("bench", help="measure simulator overhead, aggregation cost or engine rate")
-    b.add_argument("what", choices=["overhead", "aggregate", "engine"])
+    sm.add_argument("run_dir", type=_path, help="run folder (its model/ is loaded; nothing is downloaded)")
+    sm.add_argument("--n", type=_positive, default=64, help="number of samples (default 64)")
+    sm.add_argument("--out", type=_path, default="grid.png", help="PNG file to write (default grid.png)")
+    sm.add_argument(
+        "--sampler",
+        choices=["ddpm", "ddim"],
+        help="default: the run's eval.sampler and eval.sample_steps (ddpm for a bare model folder)",
+    )
+    sm.add_argument(
+        "--steps", type=_positive, help="sampling steps (default: all training steps for ddpm, 50 for ddim)"
+    )
+    sm.add_argument("--seed", type=_seed, default=0)
+    au = sub.add_parser("audit", help="privacy audit of a finished run: membership inference and memorisation")
+    au.add_argument(
+        "run_dir",
+        type=_path,
+        help="run folder (config.yaml and model/ are read; privacy.parquet, "
+        "privacy.png and summary.json's audit fields are written)",
+    )
+    au.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model is scored")
+    b = sub.add_parser("bench", help="measure simulator overhead, aggregation cost, engine rate or grouped training")
+    b.add_argument("what", choices=["overhead", "aggregate", "engine", "grouped"])
+    b.add_argument(
+        "--groups",
+        type=_group_sizes,
+        default=(1, 2, 4, 8, 16),
+        help="grouped: group sizes G, comma-separated (default 1,2,4,8,16)",
+    )
     b.add_argument("--actors", type=_positive, help="overhead: workers/actors (default: CPU count; 8 on cuda)")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="overhead: where clients train")
     b.add_argument("--preset", default="tiny", choices=_presets(), help="overhead: UNet preset")
@@ -69,27 +132,37 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=_positive, default=32, help="overhead: batch size")
     b.add_argument("--bf16", action="store_true", help="overhead: bf16 autocast")
     b.add_argument("--local-steps", type=_positive, default=20, help="overhead: steps per job (default 20)")
-    b.add_argument("--repeats", type=_positive, default=3,
-                   help="overhead: (bare, raydiff) pairs; the median ratio is reported (default 3)")
+    b.add_argument(
+        "--repeats",
+        type=_positive,
+        default=3,
+        help="overhead: (bare, raydiff) pairs; the median ratio is reported (default 3)",
+    )
     b.add_argument("--size", type=_positive, default=35_746_307, help="aggregate: vector length (default ddpm-cifar10)")
-    b.add_argument("--strategy", default="fedbuff", choices=["fedbuff", "fedasync", "fedavg"],
-                   help="aggregate: strategy")
+    b.add_argument(
+        "--strategy", default="fedbuff", choices=["fedbuff", "fedasync", "fedavg"], help="aggregate: strategy"
+    )
     b.add_argument("--clients", type=_positive, default=10000, help="engine: simulated clients")
-    b.add_argument("--availability", default="always", choices=["always", "bernoulli", "onoff"],
-                   help="engine: availability model")
+    b.add_argument(
+        "--availability", default="always", choices=["always", "bernoulli", "onoff"], help="engine: availability model"
+    )
     return p
 
 
 def _fail(msg: str) -> int:
-    print("raydiff: error: " + textwrap.fill(" ".join(str(msg).split()), width=100,
-                                             subsequent_indent="  "), file=sys.stderr)
+    print(
+        "raydiff: error: " + textwrap.fill(" ".join(str(msg).split()), width=100, subsequent_indent="  "),
+        file=sys.stderr,
+    )
     return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         if args.command == "run":
             from .runner import run
@@ -98,27 +171,57 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress = not args.no_progress and os.environ.get("RAYDIFF_NO_PROGRESS") != "1"
             if (args.scenario is None) == (args.resume is None):
                 raise RaydiffError("give a scenario file, or --resume RUN_DIR (not both)")
-            result = run(args.scenario, overrides, out=args.out, progress=progress, resume=args.resume)
+            result = run(
+                args.scenario, overrides, out=args.out, progress=progress, resume=args.resume, force=args.force
+            )
             s = result.summary
+            if s.get("already_finished"):
+                print(
+                    f"run folder: {result.out_dir} already finished (version {s.get('final_version')}); "
+                    "nothing to resume, nothing changed"
+                )
+                return 0
             print(f"run folder: {result.out_dir}")
-            print(json.dumps({k: s[k] for k in ("final_version", "updates_applied", "virtual_time",
-                                                "wall_seconds", "model_sha256") if k in s}, indent=1))
-            if s.get("dry_run"):
-                print(f"dry run: {s['jobs_dispatched']:,} events in {s['loop_seconds']:.2f} s: "
-                      f"{s['events_per_second']:,.0f} events/s")
-            return 130 if s.get("interrupted") else 0
+            from .outputs import json_safe
+
+            print(
+                json.dumps(
+                    json_safe(
+                        {
+                            k: s[k]
+                            for k in (
+                                "final_version",
+                                "updates_applied",
+                                "virtual_time",
+                                "wall_seconds",
+                                "model_sha256",
+                            )
+                            if k in s
+                        }
+                    ),
+                    indent=1,
+                )
+            )
+            if s.get("dry_run") and s.get("events_per_second"):
+                print(
+                    f"dry run: {s['jobs_dispatched']:,} events in {s['loop_seconds']:.2f} s: "
+                    f"{s['events_per_second']:,.0f} events/s"
+                )
+            if s.get("interrupted"):
+                import signal
+
+                return exit_code(signal.Signals[s["stop_signal"]] if s.get("stop_signal") else None)
+            return 0
         if args.command == "sweep":
-            from .sweep import is_finished, plan, run_sweep
+            from .sweep import describe, plan, run_sweep
 
             if args.list:
                 spec, runs = plan(args.sweep, args.out)
-                for r in runs:
-                    print(f"{'done' if is_finished(r, spec['base']) else 'todo'}  {r.out_dir}")
+                for r in runs:  # only a finished run of the same config is "done"
+                    print(f"{describe(r, spec['base']):<11}  {r.out_dir}")
                 return 0
             records = run_sweep(args.sweep, args.out, progress=os.environ.get("RAYDIFF_NO_PROGRESS") != "1")
-            ran = sum(r["status"] == "ran" for r in records)
-            print(f"sweep: {len(records)} runs, {ran} ran, {len(records) - ran} skipped (already finished)")
-            return 0
+            return _sweep_report(records)
         if args.command == "report":
             from pathlib import Path
 
@@ -126,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from analysis.report import write_report
             except ImportError as exc:
                 raise RaydiffError(f"the analysis package is not importable ({exc}); reinstall raydiff") from None
+            from .run_folder import check_writable_file
+
+            target = Path(args.out) / "report.html" if Path(args.out).is_dir() else Path(args.out)
+            check_writable_file(target, "--out")
             try:
                 out = write_report(args.paths, Path(args.out), title=args.title)
             except ValueError as exc:
@@ -133,10 +240,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"report: {out}")
             return 0
         if args.command == "sample":
-            from .metrics.sampling import sample_run
+            from pathlib import Path
 
+            from .metrics.sampling import sample_run
+            from .run_folder import check_writable_file
+
+            check_writable_file(Path(args.out), "--out")
             out, _ = sample_run(args.run_dir, args.n, args.out, args.sampler, args.steps, args.seed)
             print(f"samples: {out}")
+            return 0
+        if args.command == "audit":
+            from .privacy.audit import audit_command
+
+            print(json.dumps(audit_command(args.run_dir, args.device), indent=1))
             return 0
         if args.command == "bench":
             if args.what == "engine":
@@ -147,16 +263,58 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .bench.aggregate import bench_aggregate
 
                 bench_aggregate(args.size, strategy=args.strategy)
+            elif args.what == "grouped":
+                from .bench.grouped import bench_grouped
+
+                bench_grouped(
+                    args.groups,
+                    preset=args.preset,
+                    image_size=args.image_size,
+                    batch=args.batch,
+                    steps=args.local_steps,
+                    device=args.device,
+                    bf16=args.bf16,
+                    repeats=args.repeats,
+                )
             else:
                 from .bench.overhead import bench_overhead
 
-                bench_overhead(args.actors, batch=args.batch, preset=args.preset, device=args.device,
-                               image_size=args.image_size, bf16=args.bf16, repeats=args.repeats,
-                               local_steps=args.local_steps)
+                bench_overhead(
+                    args.actors,
+                    batch=args.batch,
+                    preset=args.preset,
+                    device=args.device,
+                    image_size=args.image_size,
+                    bf16=args.bf16,
+                    repeats=args.repeats,
+                    local_steps=args.local_steps,
+                )
             return 0
     except RaydiffError as exc:
         return _fail(str(exc))
-    except KeyboardInterrupt:
+    except InternalError as exc:  # a bug: the message carries the remote traceback; the folder says "failed"
+        print(f"raydiff: internal error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
         print("raydiff: interrupted", file=sys.stderr)
-        return 130
+        return exit_code(getattr(exc, "signum", None))
     return 0
+
+
+def _sweep_report(records: list[dict]) -> int:
+    """The sweep's last words: counts, a table of failed runs with their reasons; exit 1 if any failed."""
+    count = {s: sum(r["status"] == s for r in records) for s in ("ran", "skipped", "failed", "interrupted", "todo")}
+    print(
+        f"sweep: {len(records)} runs, {count['ran']} ran, {count['skipped']} skipped (already finished), "
+        f"{count['failed']} failed" + (f", {count['todo']} not run" if count["todo"] else "")
+    )
+    failed = [r for r in records if r["status"] == "failed"]
+    if failed:
+        width = max(len(r["name"]) for r in failed)
+        print("failed runs (rerun the sweep to retry them):")
+        for r in failed:
+            print(f"  {r['name']:<{width}}  {r.get('reason', '')}")
+    stopped = [r for r in records if r["status"] == "interrupted"]
+    if stopped:
+        return exit_code(stopped[0].get("signal"))
+    return 1 if failed else 0

@@ -5,17 +5,83 @@ more than a type lives in ``__post_init__`` and raises :class:`ConfigError` nami
 bad scenario fails before Ray starts. Loading from YAML and ``--set`` overrides is in
 :mod:`raydiff.config_load`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from .errors import ConfigError
+from .privacy.options import AuditOptions
 
 
 def _require(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{key}: {msg}")
+
+
+INT64_MAX = 2**63 - 1  # integers go through numpy (seeds, counts): larger ones would overflow there
+
+
+def _fmt(x: Optional[float]) -> str:
+    if x is None:
+        return ""
+    if x == INT64_MAX:
+        return "2^63-1"
+    if float(x).is_integer() and abs(x) < 1e7:
+        return str(int(x))
+    return f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric field's allowed values: finite, and between ``lo`` and ``hi`` (open ends excluded).
+
+    Each dataclass lists its numeric fields with their Range in ONE call of :func:`check_numbers` in
+    ``__post_init__``: the check and the message ("must be a finite number in (0, 1], got inf") come
+    from the same place, so no field can be range-checked in one spot and forgotten in another.
+    """
+
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False
+    hi_open: bool = False
+    hint: str = ""  # appended to the message: what to do instead
+
+    def describe(self) -> str:
+        lo, hi = _fmt(self.lo), _fmt(self.hi)
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {lo}"
+        if self.hi is not None:
+            return f"{'<' if self.hi_open else '<='} {hi}"
+        return "finite"
+
+    def admits(self, v: float) -> bool:
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+
+def check_numbers(obj: Any, section: str, **ranges: Range) -> None:
+    """Every named field of ``obj`` (a number, a tuple of numbers, or None for "off") is finite and in its Range."""
+    import math
+
+    for name, rng in ranges.items():
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        key = f"{section}.{name}" if section else name
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{key}: expected a number, got {v!r}")
+            kind = "an integer" if isinstance(v, int) else "a finite number"
+            if not (isinstance(v, int) or math.isfinite(v)) or not rng.admits(v):
+                shown = list(value) if isinstance(value, tuple) else v
+                raise ConfigError(
+                    f"{key}: must be {kind} {rng.describe()}, got {shown}" + (f"; {rng.hint}" if rng.hint else "")
+                )
 
 
 @dataclass(frozen=True)
@@ -37,23 +103,42 @@ class DataConfig:
     holdout_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        _require(4 <= self.image_size <= 512, "data.image_size", f"must be in [4, 512], got {self.image_size}")
-        _require(self.synthetic_size >= 1, "data.synthetic_size", f"must be >= 1, got {self.synthetic_size}")
-        _require(self.synthetic_classes >= 1, "data.synthetic_classes",
-                 f"must be >= 1, got {self.synthetic_classes}")
-        _require(self.beta > 0, "data.beta", f"the Dirichlet concentration must be > 0, got {self.beta}")
+        check_numbers(
+            self,
+            "data",
+            image_size=Range(4, 512),
+            synthetic_size=Range(1, 10**8),
+            synthetic_classes=Range(1, 10**5),
+            shards_per_client=Range(1, 10**6),
+            quantity_sigma=Range(0, 20),
+            holdout_fraction=Range(0, 0.5, lo_open=True, hi_open=True),
+            beta=Range(
+                0,
+                lo_open=True,
+                hint="the Dirichlet concentration; for IID data set "
+                "data.partition: iid (beta: inf is refused, not read as IID)",
+            ),
+        )
+        pixels = self.synthetic_size * self.image_size**2
+        _require(
+            self.dataset != "synthetic" or pixels <= 2**28,
+            "data.synthetic_size",
+            f"{self.synthetic_size} images of {self.image_size}x{self.image_size} are {pixels:,} pixels, "
+            "more than 2^28 (1 GiB of float32 in memory): lower data.synthetic_size or data.image_size",
+        )
         where = {"npz": "the .npz file (MedMNIST layout)", "folder": "the folder with one subfolder per class"}
-        _require(self.root is not None or self.dataset in ("digits", "synthetic"), "data.root",
-                 f"data.dataset={self.dataset} reads files from disk and data.root is not set; set it to "
-                 f"{where.get(self.dataset, 'the folder that holds (or, with data.download: true, will hold) it')}")
-        _require(self.channels in (None, 1, 3), "data.channels",
-                 f"must be 1 (greyscale), 3 (RGB) or null (the dataset's own), got {self.channels}")
+        _require(
+            self.root is not None or self.dataset in ("digits", "synthetic"),
+            "data.root",
+            f"data.dataset={self.dataset} reads files from disk and data.root is not set; set it to "
+            f"{where.get(self.dataset, 'the folder that holds (or, with data.download: true, will hold) it')}",
+        )
+        _require(
+            self.channels in (None, 1, 3),
+            "data.channels",
+            f"must be 1 (greyscale), 3 (RGB) or null (the dataset's own), got {self.channels}",
+        )
         _require(bool(self.npz_split), "data.npz_split", "must name a split such as train, val or test")
-        _require(self.shards_per_client >= 1, "data.shards_per_client",
-                 f"must be >= 1, got {self.shards_per_client}")
-        _require(self.quantity_sigma >= 0, "data.quantity_sigma", f"must be >= 0, got {self.quantity_sigma}")
-        _require(0 < self.holdout_fraction < 0.5, "data.holdout_fraction",
-                 f"must be in (0, 0.5), got {self.holdout_fraction}")
 
 
 @dataclass(frozen=True)
@@ -65,8 +150,7 @@ class ModelConfig:
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
 
     def __post_init__(self) -> None:
-        _require(self.num_train_timesteps >= 2, "model.num_train_timesteps",
-                 f"must be >= 2, got {self.num_train_timesteps}")
+        check_numbers(self, "model", num_train_timesteps=Range(2, 100_000))
 
 
 @dataclass(frozen=True)
@@ -82,19 +166,28 @@ class SpeedConfig:
     jitter: float = 0.0  # per-job lognormal noise on speed (std of log), mean 1
 
     def __post_init__(self) -> None:
-        _require(self.mean > 0, "clients.speed.mean", f"must be > 0 samples/s, got {self.mean}")
-        _require(self.sigma >= 0, "clients.speed.sigma", f"must be >= 0, got {self.sigma}")
-        _require(self.shape > 1, "clients.speed.shape", f"the Pareto tail index must be > 1 (finite mean), "
-                 f"got {self.shape}")
-        _require(self.jitter >= 0, "clients.speed.jitter", f"must be >= 0, got {self.jitter}")
+        # speeds in samples per virtual second; log-spreads capped where exp() would overflow to inf
+        check_numbers(
+            self,
+            "clients.speed",
+            mean=Range(1e-6, 1e12),
+            sigma=Range(0, 10),
+            jitter=Range(0, 10),
+            shape=Range(1, 1e6, lo_open=True, hint="the Pareto tail index; > 1 for a finite mean"),
+        )
+        check_numbers(self, "clients.speed", tier_fractions=Range(0, 1), tier_speeds=Range(1e-6, 1e12))
         if self.dist == "tiers":
-            _require(len(self.tier_fractions) >= 1 and len(self.tier_fractions) == len(self.tier_speeds),
-                     "clients.speed.tier_fractions", "tiers need tier_fractions and tier_speeds of equal, "
-                     f"non-zero length; got {list(self.tier_fractions)} and {list(self.tier_speeds)}")
-            _require(all(f >= 0 for f in self.tier_fractions) and abs(sum(self.tier_fractions) - 1) < 1e-6,
-                     "clients.speed.tier_fractions", f"must be >= 0 and sum to 1, got {list(self.tier_fractions)}")
-            _require(all(v > 0 for v in self.tier_speeds), "clients.speed.tier_speeds",
-                     f"must all be > 0, got {list(self.tier_speeds)}")
+            _require(
+                len(self.tier_fractions) >= 1 and len(self.tier_fractions) == len(self.tier_speeds),
+                "clients.speed.tier_fractions",
+                "tiers need tier_fractions and tier_speeds of equal, "
+                f"non-zero length; got {list(self.tier_fractions)} and {list(self.tier_speeds)}",
+            )
+            _require(
+                abs(sum(self.tier_fractions) - 1) < 1e-6,
+                "clients.speed.tier_fractions",
+                f"must sum to 1, got {list(self.tier_fractions)}",
+            )
 
 
 @dataclass(frozen=True)
@@ -107,10 +200,14 @@ class NetworkConfig:
     sigma: float = 0.0  # lognormal spread of per-client bandwidth (mean 1), the same factor up and down
 
     def __post_init__(self) -> None:
-        _require(self.down_mbps > 0, "clients.network.down_mbps", f"must be > 0, got {self.down_mbps}")
-        _require(self.up_mbps > 0, "clients.network.up_mbps", f"must be > 0, got {self.up_mbps}")
-        _require(self.latency_s >= 0, "clients.network.latency_s", f"must be >= 0, got {self.latency_s}")
-        _require(self.sigma >= 0, "clients.network.sigma", f"must be >= 0, got {self.sigma}")
+        check_numbers(
+            self,
+            "clients.network",
+            down_mbps=Range(1e-6, 1e9),
+            up_mbps=Range(1e-6, 1e9),
+            latency_s=Range(0, 1e6),
+            sigma=Range(0, 10),
+        )
 
 
 @dataclass(frozen=True)
@@ -124,10 +221,14 @@ class AvailabilityConfig:
     mean_off_s: float = 300.0  # onoff: mean length of an offline period
 
     def __post_init__(self) -> None:
-        _require(0 < self.p <= 1, "clients.availability.p", f"must be in (0, 1], got {self.p}")
-        _require(self.retry_s > 0, "clients.availability.retry_s", f"must be > 0, got {self.retry_s}")
-        _require(self.mean_on_s > 0, "clients.availability.mean_on_s", f"must be > 0, got {self.mean_on_s}")
-        _require(self.mean_off_s >= 0, "clients.availability.mean_off_s", f"must be >= 0, got {self.mean_off_s}")
+        check_numbers(
+            self,
+            "clients.availability",
+            p=Range(0, 1, lo_open=True),
+            retry_s=Range(1e-6, 1e9),
+            mean_on_s=Range(1e-6, 1e12),
+            mean_off_s=Range(0, 1e12),
+        )
 
 
 @dataclass(frozen=True)
@@ -145,14 +246,20 @@ class ClientsConfig:
     slow_classes: tuple[int, ...] = ()  # tie speed to data: who holds most of these classes is slowest
 
     def __post_init__(self) -> None:
-        _require(self.num_clients >= 1, "clients.num_clients", f"must be >= 1, got {self.num_clients}")
-        _require(self.num_cpus > 0, "clients.num_cpus", f"must be > 0, got {self.num_cpus}")
-        _require(self.num_gpus >= 0, "clients.num_gpus", f"must be >= 0, got {self.num_gpus}")
-        _require(self.num_gpus <= 1 or float(self.num_gpus).is_integer(), "clients.num_gpus",
-                 f"a fraction must be <= 1 (Ray packs fractions onto one GPU), got {self.num_gpus}")
-        _require(0 <= self.dropout < 1, "clients.dropout", f"must be in [0, 1), got {self.dropout}")
-        _require(all(c >= 0 for c in self.slow_classes), "clients.slow_classes",
-                 f"class ids must be >= 0, got {list(self.slow_classes)}")
+        check_numbers(
+            self,
+            "clients",
+            num_clients=Range(1, 10**6),
+            num_cpus=Range(0, 4096, lo_open=True),
+            num_gpus=Range(0, 4096),
+            dropout=Range(0, 1, hi_open=True),
+            slow_classes=Range(0, 10**5),
+        )
+        _require(
+            self.num_gpus <= 1 or float(self.num_gpus).is_integer(),
+            "clients.num_gpus",
+            f"a fraction must be <= 1 (Ray packs fractions onto one GPU), got {self.num_gpus}",
+        )
 
 
 @dataclass(frozen=True)
@@ -171,17 +278,32 @@ class TrainConfig:
     # GPU clients: keep the training set on the device (auto: when it is at most 2 GiB) so that a step
     # needs no host copy; "never" indexes it on the host and copies each batch
     data_on_device: Literal["auto", "always", "never"] = "auto"
+    # grouped training (raydiff/grouped.py): an actor trains up to group_size jobs at once as ONE vectorised
+    # computation; which jobs share a group is decided from the virtual schedule (sim/grouping.py). 1: one by one
+    group_size: int = 1
 
     def __post_init__(self) -> None:
-        _require((self.local_steps is None) != (self.local_epochs is None), "train.local_steps",
-                 "set exactly one of train.local_steps and train.local_epochs (the other to null)")
-        if self.local_steps is not None:
-            _require(self.local_steps >= 1, "train.local_steps", f"must be >= 1, got {self.local_steps}")
-        if self.local_epochs is not None:
-            _require(self.local_epochs > 0, "train.local_epochs", f"must be > 0, got {self.local_epochs}")
-        _require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
-        _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
-        _require(self.prox_mu >= 0, "train.prox_mu", f"must be >= 0, got {self.prox_mu}")
+        _require(
+            (self.local_steps is None) != (self.local_epochs is None),
+            "train.local_steps",
+            "set exactly one of train.local_steps and train.local_epochs (the other to null)",
+        )
+        check_numbers(
+            self,
+            "train",
+            local_steps=Range(1, 10**9),
+            local_epochs=Range(0, 1e6, lo_open=True),
+            batch_size=Range(1, 10**6),
+            lr=Range(0, 1e3, lo_open=True),
+            prox_mu=Range(0, 1e6),
+            group_size=Range(1, 4096),
+        )
+        _require(
+            not (self.compile and self.group_size > 1),
+            "train.group_size",
+            f"{self.group_size} trains jobs through torch.func.vmap, which train.compile's compiled UNet "
+            "does not go through; set train.compile to false, or train.group_size to 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -193,8 +315,7 @@ class StalenessConfig:
     b: int = 4
 
     def __post_init__(self) -> None:
-        _require(self.a >= 0, "strategy.staleness.a", f"must be >= 0, got {self.a}")
-        _require(self.b >= 0, "strategy.staleness.b", f"must be >= 0, got {self.b}")
+        check_numbers(self, "strategy.staleness", a=Range(0, 1e3), b=Range(0, INT64_MAX))
 
 
 @dataclass(frozen=True)
@@ -207,10 +328,13 @@ class DPConfig:
     delta: float = 1e-5  # the delta of the (epsilon, delta) reported per evaluation
 
     def __post_init__(self) -> None:
-        _require(self.clip_norm > 0, "strategy.dp.clip_norm", f"must be > 0, got {self.clip_norm}")
-        _require(self.noise_multiplier >= 0, "strategy.dp.noise_multiplier",
-                 f"must be >= 0, got {self.noise_multiplier}")
-        _require(0 < self.delta < 1, "strategy.dp.delta", f"must be in (0, 1), got {self.delta}")
+        check_numbers(
+            self,
+            "strategy.dp",
+            clip_norm=Range(0, 1e12, lo_open=True),
+            noise_multiplier=Range(0, 1e6),
+            delta=Range(0, 1, lo_open=True, hi_open=True),
+        )
 
 
 @dataclass(frozen=True)
@@ -223,8 +347,7 @@ class CompressionConfig:
     partial: tuple[str, ...] = ()  # exchange only these UNet parts, e.g. [up_blocks, conv_norm_out, conv_out]
 
     def __post_init__(self) -> None:
-        _require(0 < self.fraction <= 1, "strategy.compression.fraction", f"must be in (0, 1], got {self.fraction}")
-        _require(self.chunk >= 1, "strategy.compression.chunk", f"must be >= 1, got {self.chunk}")
+        check_numbers(self, "strategy.compression", fraction=Range(0, 1, lo_open=True), chunk=Range(1, 2**31 - 1))
 
 
 @dataclass(frozen=True)
@@ -247,8 +370,8 @@ class StrategyConfig:
     max_staleness: Optional[int] = None  # fedasync, fedbuff: staler updates are rejected
     server_optimizer: Literal["sgd", "fedavgm", "fedadagrad", "fedadam", "fedyogi"] = "sgd"  # fedavg, fedbuff
     server_momentum: float = 0.9  # fedavgm
-    server_beta1: float = 0.9  # fedadam, fedyogi
-    server_beta2: float = 0.99  # fedadagrad, fedadam, fedyogi
+    server_beta1: float = 0.9  # fedadagrad, fedadam, fedyogi: the momentum of the averaged delta
+    server_beta2: float = 0.99  # fedadam, fedyogi (fedadagrad sums delta^2 and ignores it)
     server_tau: float = 1e-3  # adaptivity (Reddi et al. 2021)
     norm_bound: Optional[float] = None  # updates with a larger L2 norm are clipped or rejected
     norm_mode: Literal["clip", "reject"] = "clip"
@@ -257,29 +380,31 @@ class StrategyConfig:
     compression: CompressionConfig = field(default_factory=CompressionConfig)
 
     def __post_init__(self) -> None:
-        _require(self.concurrency >= 1, "strategy.concurrency", f"must be >= 1, got {self.concurrency}")
-        _require(self.clients_per_round >= 1, "strategy.clients_per_round",
-                 f"must be >= 1, got {self.clients_per_round}")
-        _require(self.over_selection >= 0, "strategy.over_selection", f"must be >= 0, got {self.over_selection}")
-        _require(self.deadline_s is None or self.deadline_s > 0, "strategy.deadline_s",
-                 f"must be > 0 (or null for none), got {self.deadline_s}")
-        _require(self.server_lr > 0, "strategy.server_lr", f"must be > 0, got {self.server_lr}")
-        _require(self.buffer_size >= 1, "strategy.buffer_size", f"must be >= 1, got {self.buffer_size}")
-        _require(self.staleness_exponent >= 0, "strategy.staleness_exponent",
-                 f"must be >= 0, got {self.staleness_exponent}")
-        _require(0 < self.alpha <= 1, "strategy.alpha", f"must be in (0, 1], got {self.alpha}")
-        _require(self.max_staleness is None or self.max_staleness >= 0, "strategy.max_staleness",
-                 f"must be >= 0 (or null), got {self.max_staleness}")
-        _require(0 <= self.server_momentum < 1, "strategy.server_momentum", f"must be in [0, 1), got {self.server_momentum}")
-        _require(0 <= self.server_beta1 < 1 and 0 <= self.server_beta2 < 1, "strategy.server_beta1",
-                 f"server_beta1 and server_beta2 must be in [0, 1), got {self.server_beta1}, {self.server_beta2}")
-        _require(self.server_tau > 0, "strategy.server_tau", f"must be > 0, got {self.server_tau}")
-        _require(self.norm_bound is None or self.norm_bound > 0, "strategy.norm_bound",
-                 f"must be > 0 (or null), got {self.norm_bound}")
-        _require(self.ema_decay is None or 0 < self.ema_decay < 1, "strategy.ema_decay",
-                 f"must be in (0, 1) (or null), got {self.ema_decay}")
-        _require(bool(self.name.strip()), "strategy.name", "must name a strategy (fedavg, fedasync, fedbuff, or "
-                 "an import path such as my_module:MyStrategy)")
+        unit = Range(0, 1, hi_open=True)
+        check_numbers(
+            self,
+            "strategy",
+            concurrency=Range(1, 10**6),
+            clients_per_round=Range(1, 10**6),
+            over_selection=Range(0, 100, hint="select ceil(clients_per_round * (1 + this)) clients"),
+            deadline_s=Range(0, 1e12, lo_open=True, hint="or null for no deadline"),
+            server_lr=Range(0, 1e6, lo_open=True),
+            buffer_size=Range(1, 10**6),
+            staleness_exponent=Range(0, 1e3),
+            alpha=Range(0, 1, lo_open=True),
+            max_staleness=Range(0, INT64_MAX, hint="or null for none"),
+            server_momentum=unit,
+            server_beta1=unit,
+            server_beta2=unit,
+            server_tau=Range(0, 1e6, lo_open=True),
+            norm_bound=Range(0, 1e12, lo_open=True, hint="or null for none"),
+            ema_decay=Range(0, 1, lo_open=True, hi_open=True, hint="or null for no EMA"),
+        )
+        _require(
+            bool(self.name.strip()),
+            "strategy.name",
+            "must name a strategy (fedavg, fedasync, fedbuff, or an import path such as my_module:MyStrategy)",
+        )
         if ":" not in self.name:  # a registered name is checked now; an import path when the strategy is built
             from .strategies.registry import strategy_class
 
@@ -301,28 +426,28 @@ class EvalConfig:
     sample_every_versions: int = 0  # 0: a grid of the final model only
     sampler: Literal["ddpm", "ddim"] = "ddpm"  # grids, FID samples and the final samples
     sample_steps: Optional[int] = None  # null: model.num_train_timesteps for ddpm, 50 for ddim
-    fid: bool = True  # domain-judge FID, KID, precision, recall (and Inception FID if weights are given)
+    fid: bool = True  # domain-classifier FID, KID, precision, recall (and Inception FID if weights are given)
     fid_every_versions: int = 0  # 0: the final version only (FID needs fresh samples: costly)
     fid_num_samples: Optional[int] = None  # generated samples per FID; null: num_samples
     inception_weights: Optional[str] = None  # local torch-fidelity InceptionV3 .pth; null: no Inception FID
-    cache_dir: str = "~/.cache/raydiff/judges"  # trained domain judges, keyed by a hash of the training set
+    cache_dir: str = "~/.cache/raydiff/judges"  # trained domain classifiers, keyed by a hash of the training set
     judge: bool = True  # digits only: score samples with a classifier trained on real digits
     export_ema: bool = True  # with strategy.ema_decay: model/ and the final samples use the EMA weights
+    privacy_audit: AuditOptions = field(default_factory=AuditOptions)  # end-of-run MIA and memorisation audit
 
     def __post_init__(self) -> None:
-        _require(self.every_versions >= 0, "eval.every_versions", f"must be >= 0, got {self.every_versions}")
-        _require(self.every_vtime is None or self.every_vtime > 0, "eval.every_vtime",
-                 f"must be > 0 virtual seconds (or null), got {self.every_vtime}")
-        _require(self.num_heldout >= 1, "eval.num_heldout", f"must be >= 1, got {self.num_heldout}")
-        _require(self.num_samples >= 1, "eval.num_samples", f"must be >= 1, got {self.num_samples}")
-        _require(self.sample_every_versions >= 0, "eval.sample_every_versions",
-                 f"must be >= 0, got {self.sample_every_versions}")
-        _require(self.sample_steps is None or self.sample_steps >= 1, "eval.sample_steps",
-                 f"must be >= 1 (or null), got {self.sample_steps}")
-        _require(self.fid_every_versions >= 0, "eval.fid_every_versions",
-                 f"must be >= 0 (0: the final version only), got {self.fid_every_versions}")
-        _require(self.fid_num_samples is None or self.fid_num_samples >= 2, "eval.fid_num_samples",
-                 f"must be >= 2 (or null for num_samples), got {self.fid_num_samples}")
+        check_numbers(
+            self,
+            "eval",
+            every_versions=Range(0, INT64_MAX, hint="0: off"),
+            every_vtime=Range(0, 1e15, lo_open=True, hint="virtual seconds, or null"),
+            num_heldout=Range(1, 10**7),
+            num_samples=Range(1, 10**5),
+            sample_every_versions=Range(0, INT64_MAX, hint="0: the final version only"),
+            sample_steps=Range(1, 100_000, hint="or null for the sampler's default"),
+            fid_every_versions=Range(0, INT64_MAX, hint="0: the final version only"),
+            fid_num_samples=Range(2, 10**6, hint="or null for eval.num_samples"),
+        )
         _require(bool(self.cache_dir), "eval.cache_dir", "must name a folder")
 
 
@@ -340,16 +465,20 @@ class RunConfig:
     checkpoint_every: Optional[int] = None  # versions between checkpoints (raydiff run --resume DIR continues)
 
     def __post_init__(self) -> None:
-        _require(self.max_updates is not None or self.max_vtime is not None, "run.max_updates",
-                 "set run.max_updates or run.max_vtime, or the run never stops")
-        if self.max_updates is not None:
-            _require(self.max_updates >= 1, "run.max_updates", f"must be >= 1, got {self.max_updates}")
-        if self.max_vtime is not None:
-            _require(self.max_vtime > 0, "run.max_vtime", f"must be > 0, got {self.max_vtime}")
-        if self.actors is not None:
-            _require(self.actors >= 1, "run.actors", f"must be >= 1, got {self.actors}")
-        _require(self.checkpoint_every is None or self.checkpoint_every >= 1, "run.checkpoint_every",
-                 f"must be >= 1 (or null), got {self.checkpoint_every}")
+        _require(
+            self.max_updates is not None or self.max_vtime is not None,
+            "run.max_updates",
+            "set run.max_updates or run.max_vtime, or the run never stops",
+        )
+        check_numbers(
+            self,
+            "run",
+            max_updates=Range(1, INT64_MAX),
+            max_vtime=Range(0, 1e15, lo_open=True),
+            actors=Range(1, 10**5),
+            num_cpus=Range(1, 10**5, hint="or null for all of this machine's"),
+            checkpoint_every=Range(1, INT64_MAX, hint="or null for no checkpoints"),
+        )
 
 
 @dataclass(frozen=True)
@@ -365,3 +494,18 @@ class Config:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "", seed=Range(0, INT64_MAX))
+        check_name(self.name, "name")
+
+
+def check_name(name: str, key: str) -> None:
+    """A name that becomes a folder name (runs/<name>-<time>, a sweep's runs/<name>): one path component."""
+    bad = [c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127]
+    _require(
+        bool(name.strip()) and not bad and name.strip(".") != "" and len(name) <= 200,
+        key,
+        f"{name!r} cannot be a folder name: use 1 to 200 characters without '/', '\\' or control "
+        "characters, and not only dots",
+    )

@@ -4,12 +4,14 @@ Why hand-written rather than pydantic: the stack is fixed by the user and the sc
 frozen dataclasses; a ~100-line converter that understands ``Literal``/``Optional``/nested
 dataclasses gives exact messages ("strategy.name: 'fedsgd' is not one of fedavg, fedasync, fedbuff").
 """
+
 from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -32,8 +34,8 @@ def convert_value(value: Any, tp: Any, key: str) -> Any:
     if origin in (dict, Mapping, typing.Mapping) or tp in (dict, Mapping):
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise ConfigError(f"{key}: expected a mapping of names to values, got {value!r}")
-        args = typing.get_args(tp)
-        inner = args[1] if len(args) == 2 else Any
+        kv = typing.get_args(tp)
+        inner = kv[1] if len(kv) == 2 else Any
         return {k: convert_value(v, inner, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(tp) or (Any,)
@@ -60,7 +62,7 @@ def convert_value(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping of fields, got {value!r}")
-        return build(tp, value, key)
+        return build(typing.cast(type, tp), value, key)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -83,6 +85,10 @@ def convert_value(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
+        if "\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value):  # no file name or UTF-8 holds these
+            raise ConfigError(
+                f"{key}: {value!r} holds a NUL character or a lone surrogate, which no file name or UTF-8 text can hold"
+            )
         return value
     raise TypeError(f"unsupported config annotation {_type_name(tp)} at {key}")  # a bug, not user input
 
@@ -94,8 +100,9 @@ def build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     where = f"{prefix}." if prefix else ""
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise ConfigError(f"{where}{unknown[0]}: unknown key; allowed keys{' in ' + prefix if prefix else ''}: "
-                          f"{', '.join(names)}")
+        raise ConfigError(
+            f"{where}{unknown[0]}: unknown key; allowed keys{' in ' + prefix if prefix else ''}: {', '.join(names)}"
+        )
     kwargs = {k: convert_value(v, hints[k], f"{where}{k}") for k, v in data.items()}
     return cls(**kwargs)
 
@@ -112,6 +119,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"override {text!r}: the value is nested too deeply") from None
     return key.split("."), value
 
 
@@ -126,7 +135,7 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
             if nxt is None:
                 nxt = node[part] = {}
             elif not isinstance(nxt, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(path[:i + 1])} is not a section")
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a section")
             node = nxt
         node[path[-1]] = value
     return out
@@ -140,11 +149,21 @@ def read_yaml(path: str | Path, what: str = "scenario file") -> dict:
     """Read a YAML mapping; a missing file or malformed YAML becomes a ConfigError naming the file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{what} {str(p)!r} does not exist")
+        raise ConfigError(f"{what} {str(p)!r} does not exist" + (" (it is a folder)" if p.is_dir() else ""))
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {str(p)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(p)!r} cannot be read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {str(p)!r} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {str(p)!r} is nested too deeply to be a scenario") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -152,8 +171,7 @@ def read_yaml(path: str | Path, what: str = "scenario file") -> dict:
     return data
 
 
-def load_config(source: "str | Path | Mapping | Config | None" = None,
-                overrides: Iterable[str] = ()) -> Config:
+def load_config(source: str | Path | Mapping | Config | None = None, overrides: Iterable[str] = ()) -> Config:
     """A path, a mapping or a Config (or None for defaults) plus overrides -> a validated Config."""
     overrides = list(overrides)
     if isinstance(source, Config):
@@ -173,18 +191,20 @@ def load_config(source: "str | Path | Mapping | Config | None" = None,
         return build(Config, data)
     except RaydiffError:
         raise
-    except (TypeError, ValueError) as exc:  # e.g. a dataclass refusing a combination
+    except (TypeError, ValueError, RecursionError) as exc:  # e.g. a dataclass refusing a combination
         raise ConfigError(str(exc)) from None
 
 
 def to_dict(cfg: Any) -> dict:
     """A Config as plain nested dicts and lists (for YAML output and for flattening into analysis columns)."""
+
     def plain(v: Any) -> Any:
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         return v
+
     return plain(dataclasses.asdict(cfg))
 
 

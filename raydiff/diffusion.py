@@ -3,10 +3,12 @@
 Every random draw comes from generators seeded by the caller, so a job's result depends on
 (base vector, data, seed) only, not on which actor or process ran it.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,8 +25,9 @@ def batch_stream(indices: np.ndarray, batch_size: int, steps: int, rng: np.rando
     return stream.reshape(steps, batch_size)
 
 
-def denoising_loss(model: torch.nn.Module, scheduler, x0: torch.Tensor, t: torch.Tensor,
-                   noise: torch.Tensor) -> torch.Tensor:
+def denoising_loss(
+    model: torch.nn.Module, scheduler, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
     """The DDPM epsilon-prediction loss of Ho et al. at given timesteps and noise."""
     noisy = scheduler.add_noise(x0, noise, t)
     return F.mse_loss(model(noisy, t).sample, noise)
@@ -41,8 +44,9 @@ def add_prox_grad(grad: torch.Tensor, w: torch.Tensor, w0: torch.Tensor, mu: flo
         grad.add_((w - w0).mul_(mu))
 
 
-def data_tensor(images: np.ndarray, device: torch.device | str, policy: str = "auto",
-                limit_bytes: int = 2 << 30) -> np.ndarray | torch.Tensor:
+def data_tensor(
+    images: np.ndarray, device: torch.device | str, policy: str = "auto", limit_bytes: int = 2 << 30
+) -> np.ndarray | torch.Tensor:
     """The training set as a client's device should hold it.
 
     On a GPU, a set on the device lets a step index, noise and train without any host copy, and a
@@ -67,9 +71,17 @@ def job_generator(seed: int, device: torch.device | str) -> torch.Generator:
     return torch.Generator(device=torch.device(device)).manual_seed(seed)
 
 
-def train_local(fm: FlatModel, scheduler, images: np.ndarray | torch.Tensor, batches: np.ndarray, lr: float,
-                generator: torch.Generator, prox_mu: float = 0.0, autocast_bf16: bool = False,
-                channels_last: bool = False) -> tuple[float, int]:
+def train_local(
+    fm: FlatModel,
+    scheduler,
+    images: np.ndarray | torch.Tensor,
+    batches: np.ndarray,
+    lr: float,
+    generator: torch.Generator,
+    prox_mu: float = 0.0,
+    autocast_bf16: bool = False,
+    channels_last: bool = False,
+) -> tuple[float, int]:
     """Run Adam over the given index batches in place on ``fm``. Returns (mean loss, samples seen).
 
     A fresh optimizer per job: client optimizer state does not survive between jobs, as in FedAvg.
@@ -104,17 +116,22 @@ def train_local(fm: FlatModel, scheduler, images: np.ndarray | torch.Tensor, bat
         noise = torch.randn(x0.shape, generator=generator, device=gdev).to(fm.device)
         t = torch.randint(0, T, (x0.shape[0],), generator=generator, device=gdev).to(fm.device)
         if channels_last:
-            x0, noise = x0.contiguous(memory_format=torch.channels_last), noise.contiguous(
-                memory_format=torch.channels_last)
+            x0, noise = (
+                x0.contiguous(memory_format=torch.channels_last),
+                noise.contiguous(memory_format=torch.channels_last),
+            )
         with torch.autocast(fm.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
             loss = denoising_loss(model, scheduler, x0, t, noise)
         loss = loss.float()
+        assert fm.grad is not None  # FlatModel binds one flat gradient buffer (checked below)
         if i:
             fm.grad.zero_()
         loss.backward()
         if i == 0 and not fm.grads_bound():
-            raise RuntimeError("gradients did not accumulate into FlatModel.grad (a .grad was replaced); "
-                               "the flat optimizer would not see them")
+            raise RuntimeError(
+                "gradients did not accumulate into FlatModel.grad (a .grad was replaced); "
+                "the flat optimizer would not see them"
+            )
         if anchor is not None:
             add_prox_grad(fm.grad, fm.flat, anchor, prox_mu)
         opt.step()
@@ -124,16 +141,17 @@ def train_local(fm: FlatModel, scheduler, images: np.ndarray | torch.Tensor, bat
 
 
 @torch.no_grad()
-def heldout_loss(fm: FlatModel, scheduler, images: np.ndarray, t: np.ndarray, noise: np.ndarray,
-                 batch_size: int = 256) -> float:
+def heldout_loss(
+    fm: FlatModel, scheduler, images: np.ndarray, t: np.ndarray, noise: np.ndarray, batch_size: int = 256
+) -> float:
     """Denoising loss on held-out images at FIXED (t, noise) pairs: comparable across versions and runs."""
     model = fm.module
     model.eval()
     total, n = 0.0, len(images)
     for s in range(0, n, batch_size):
-        x0 = torch.from_numpy(images[s:s + batch_size]).to(fm.device)
-        tt = torch.from_numpy(t[s:s + batch_size]).to(fm.device)
-        eps = torch.from_numpy(noise[s:s + batch_size]).to(fm.device)
+        x0 = torch.from_numpy(images[s : s + batch_size]).to(fm.device)
+        tt = torch.from_numpy(t[s : s + batch_size]).to(fm.device)
+        eps = torch.from_numpy(noise[s : s + batch_size]).to(fm.device)
         total += float(denoising_loss(model, scheduler, x0, tt, eps)) * len(x0)
     return total / n
 
@@ -158,8 +176,16 @@ def sampling_scheduler(scheduler, sampler: str = "ddpm", steps: int | None = Non
 
 
 @torch.no_grad()
-def sample_images(model: torch.nn.Module, scheduler, n: int, seed: int, sampler: str = "ddpm",
-                  steps: int | None = None, device: torch.device | str = "cpu", batch_size: int = 256) -> np.ndarray:
+def sample_images(
+    model: torch.nn.Module,
+    scheduler,
+    n: int,
+    seed: int,
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+) -> np.ndarray:
     """Draw ``n`` samples with DDPM (ancestral) or DDIM; returns (n, C, H, W) float32 in [-1, 1].
 
     One ``torch.Generator`` seeded with ``seed`` drives the initial noise and every DDPM step, so the
@@ -167,7 +193,7 @@ def sample_images(model: torch.nn.Module, scheduler, n: int, seed: int, sampler:
     use common random numbers, and their differences are the model's, not the noise's.
     """
     model.eval()
-    cfg = model.config
+    cfg: Any = model.config  # a diffusers FrozenDict: in_channels, sample_size
     g = torch.Generator().manual_seed(seed)
     sched = sampling_scheduler(scheduler, sampler, steps)
     out = []
@@ -181,7 +207,8 @@ def sample_images(model: torch.nn.Module, scheduler, n: int, seed: int, sampler:
     return torch.cat(out).numpy()
 
 
-def sample(fm: FlatModel, scheduler, n: int, seed: int, num_inference_steps: int | None = None,
-           sampler: str = "ddpm") -> np.ndarray:
+def sample(
+    fm: FlatModel, scheduler, n: int, seed: int, num_inference_steps: int | None = None, sampler: str = "ddpm"
+) -> np.ndarray:
     """:func:`sample_images` for a FlatModel (its module, on its device)."""
     return sample_images(fm.module, scheduler, n, seed, sampler, num_inference_steps, fm.device)

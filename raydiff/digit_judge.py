@@ -7,6 +7,7 @@ shuffled pixels (right intensity histogram, no shape) and digits half drowned in
 counts as recognisable when the judge gives one digit class >= 0.5 probability.
 Measured: real held-out digits 0.96 mean digit confidence; uniform noise 0.01.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -18,13 +19,15 @@ JUNK = 10
 
 def _junk(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     n, k = len(x) // 4, x.shape[1]
-    pick = lambda: x[rng.integers(0, len(x), n)]  # noqa: E731
-    return np.concatenate([
-        rng.uniform(0, 1, (n, k)),
-        np.clip(rng.normal(0.5, 0.35, (n, k)), 0, 1),
-        np.array([row[rng.permutation(k)] for row in pick()]),
-        np.clip(0.5 * pick() + 0.5 * rng.uniform(0, 1, (n, k)), 0, 1),
-    ])
+    pick = lambda: x[rng.integers(0, len(x), n)]
+    return np.concatenate(
+        [
+            rng.uniform(0, 1, (n, k)),
+            np.clip(rng.normal(0.5, 0.35, (n, k)), 0, 1),
+            np.array([row[rng.permutation(k)] for row in pick()]),
+            np.clip(0.5 * pick() + 0.5 * rng.uniform(0, 1, (n, k)), 0, 1),
+        ]
+    )
 
 
 @lru_cache(maxsize=1)
@@ -53,8 +56,9 @@ def to_features(samples: np.ndarray) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
-        x = F.interpolate(torch.from_numpy(np.ascontiguousarray(x)), size=(8, 8), mode="bilinear",
-                          align_corners=False).numpy()
+        x = F.interpolate(
+            torch.from_numpy(np.ascontiguousarray(x)), size=(8, 8), mode="bilinear", align_corners=False
+        ).numpy()
     return ((np.clip(x[:, 0], -1, 1) + 1) / 2).reshape(len(x), -1)
 
 
@@ -64,8 +68,10 @@ def judge_digits(samples: np.ndarray, confident: float = 0.5) -> dict[str, objec
     conf = proba.max(axis=1)
     labels = proba.argmax(axis=1)
     sure = labels[conf >= confident]
-    return dict(judge_mean_confidence=float(conf.mean()),
-                judge_confident_fraction=float((conf >= confident).mean()),
-                judge_classes_covered=int(len(np.unique(sure))),
-                judge_class_counts=[int(v) for v in np.bincount(sure, minlength=JUNK)],
-                judge_accuracy=acc)
+    return dict(
+        judge_mean_confidence=float(conf.mean()),
+        judge_confident_fraction=float((conf >= confident).mean()),
+        judge_classes_covered=len(np.unique(sure)),
+        judge_class_counts=[int(v) for v in np.bincount(sure, minlength=JUNK)],
+        judge_accuracy=acc,
+    )

@@ -4,6 +4,7 @@ The real :class:`~raydiff.actors.ParameterServer` and strategy run on EMPTY vect
 buffers, staleness and rejections follow exactly the rules of a real run, and the network model
 uses the real update size; each event costs a few list operations.
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,6 +43,10 @@ class DryExecutor:
     def train(self, spec: JobSpec, base: Any, state: Any = None) -> Any:
         return spec.job_id
 
+    def train_group(self, specs: list[JobSpec], bases: list[Any], states: list[Any]) -> list[Any]:
+        """Grouping changes no virtual time: each job as ``train``."""
+        return [self.train(spec, base, state) for spec, base, state in zip(specs, bases, states)]
+
     def state_after(self, ticket: Any) -> Any:
         return None
 
@@ -52,8 +57,14 @@ class DryExecutor:
         return None
 
     def submit(self, spec: JobSpec, base_version: int, ticket: Any, base: Optional[Any]) -> tuple[ServerReply, Any]:
-        return self.server.submit(spec.job_id, spec.client_id, base_version, len(spec.indices), self.empty,
-                                  self.empty if self.needs_base else None)
+        return self.server.submit(
+            spec.job_id,
+            spec.client_id,
+            base_version,
+            len(spec.indices),
+            self.empty,
+            self.empty if self.needs_base else None,
+        )
 
     def end_round(self) -> tuple[ServerReply, Any]:
         return self.server.end_round()
@@ -90,23 +101,50 @@ class DryExecutor:
         pass
 
 
-def run_dry(cfg: Config, strategy: Strategy, size: int, exchange: Exchange, profiles: list[ClientProfile],
-            parts: list[np.ndarray], availability: Availability, progress: bool,
-            callback: Optional[Callable[[dict[str, Any]], None]] = None,
-            on_checkpoint: Optional[Callable[[LoopState], None]] = None,
-            resume: Optional[LoopState] = None) -> tuple[LoopResult, dict[str, Any]]:
+def run_dry(
+    cfg: Config,
+    strategy: Strategy,
+    size: int,
+    exchange: Exchange,
+    profiles: list[ClientProfile],
+    parts: list[np.ndarray],
+    availability: Availability,
+    progress: bool,
+    callback: Optional[Callable[[dict[str, Any]], None]] = None,
+    on_checkpoint: Optional[Callable[[LoopState], None]] = None,
+    resume: Optional[LoopState] = None,
+) -> tuple[LoopResult, dict[str, Any]]:
     """The event loop with a :class:`DryExecutor`; returns it and the dry run's summary fields."""
     bar = Progress(cfg, enabled=progress)
     down, up = exchange.down_bytes(size), exchange.up_bytes(size)  # up: one trial encode (top-k sorts)
     try:
-        loop = Orchestrator(cfg, strategy.schedule(), profiles, parts, availability, DryExecutor(strategy), None,
-                            down, up, on_progress=chain(bar, callback), on_checkpoint=on_checkpoint,
-                            resume=resume).run()
+        loop = Orchestrator(
+            cfg,
+            strategy.schedule(),
+            profiles,
+            parts,
+            availability,
+            DryExecutor(strategy),
+            None,
+            down,
+            up,
+            on_progress=chain(bar, callback),
+            on_checkpoint=on_checkpoint,
+            resume=resume,
+        ).run()
     finally:
         bar.close()
     loop_s = loop.loop_seconds
     eps = len(loop.rows) / loop_s if loop_s > 0 else None
-    log.info("dry run: %d events in %.2f s (%s events/s)", len(loop.rows), loop_s,
-             f"{eps:.0f}" if eps is not None else "n/a")
-    return loop, dict(dry_run=True, model_sha256=None, vector_bytes=4 * size, num_params=size, upload_bytes=up,
-                      download_bytes=down, events_per_second=eps)
+    log.info(
+        "dry run: %d events in %.2f s (%s events/s)", len(loop.rows), loop_s, f"{eps:.0f}" if eps is not None else "n/a"
+    )
+    return loop, dict(
+        dry_run=True,
+        model_sha256=None,
+        vector_bytes=4 * size,
+        num_params=size,
+        upload_bytes=up,
+        download_bytes=down,
+        events_per_second=eps,
+    )

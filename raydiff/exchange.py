@@ -7,6 +7,7 @@ to the client's next job is what makes it converge. ``fp16`` and ``int8`` round 
 2^-11, or half an int8 step), so they are plain compression, with or without ``partial``: a residual would cost
 a model-sized vector per simulated client for a correction of rounding noise.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,8 +43,9 @@ class WithoutFeedback(Compressor):
     def __init__(self, inner: Compressor) -> None:
         self.inner = inner
 
-    def encode(self, delta: np.ndarray, residual: Optional[np.ndarray] = None
-               ) -> tuple[Payload, int, Optional[np.ndarray]]:
+    def encode(
+        self, delta: np.ndarray, residual: Optional[np.ndarray] = None
+    ) -> tuple[Payload, int, Optional[np.ndarray]]:
         payload, nbytes, _ = self.inner.encode(delta, None)
         return payload, nbytes, None
 

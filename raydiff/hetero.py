@@ -5,13 +5,16 @@ Pure numpy (no Ray). The orchestrator asks, at dispatch, how long a job will tak
 Peers read for the model (not copied): FedScale's device traces, Plato's speed simulation,
 FLSim's event generator.
 """
+
 from __future__ import annotations
 
 import csv
+import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -48,7 +51,7 @@ class JobPlan:
 # ---------------------------------------------------------------------------------------- profiles
 def _lognormal_mean(mean: float, sigma: float, n: int, rng: np.random.Generator) -> np.ndarray:
     """Lognormal draws whose MEAN is ``mean`` (not their median)."""
-    return mean * np.exp(sigma * rng.standard_normal(n) - sigma ** 2 / 2)
+    return mean * np.exp(sigma * rng.standard_normal(n) - sigma**2 / 2)
 
 
 def sample_speeds(cfg: ClientsConfig, rng: np.random.Generator) -> np.ndarray:
@@ -81,13 +84,19 @@ def read_trace(path: str | Path, num_clients: int) -> list[dict[str, float]]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"clients.trace: file {str(p)!r} does not exist")
-    with p.open(newline="") as fh:
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"clients.trace {str(p)!r} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         missing = [c for c in TRACE_REQUIRED if c not in header]
         if missing:
-            raise DataError(f"clients.trace {str(p)!r}: missing column(s) {', '.join(missing)}; required: "
-                            f"{', '.join(TRACE_REQUIRED)}; optional: {', '.join(TRACE_OPTIONAL)}")
+            raise DataError(
+                f"clients.trace {str(p)!r}: missing column(s) {', '.join(missing)}; required: "
+                f"{', '.join(TRACE_REQUIRED)}; optional: {', '.join(TRACE_OPTIONAL)}"
+            )
         rows = []
         for line, raw in enumerate(reader, start=2):
             row: dict[str, float] = {}
@@ -97,12 +106,15 @@ def read_trace(path: str | Path, num_clients: int) -> list[dict[str, float]]:
                 try:
                     row[col] = float(raw[col])
                 except (TypeError, ValueError):
-                    raise DataError(f"clients.trace {str(p)!r} line {line}: {col}={raw[col]!r} is not a number") \
-                        from None
+                    raise DataError(
+                        f"clients.trace {str(p)!r} line {line}: {col}={raw[col]!r} is not a number"
+                    ) from None
                 positive = col not in ("latency_s", "client_id", "mean_off_s")
                 if not math.isfinite(row[col]) or row[col] < 0 or (positive and row[col] == 0):
-                    raise DataError(f"clients.trace {str(p)!r} line {line}: {col}={raw[col]} must be "
-                                    f"{'> 0' if positive else '>= 0'}")
+                    raise DataError(
+                        f"clients.trace {str(p)!r} line {line}: {col}={raw[col]} must be "
+                        f"{'> 0' if positive else '>= 0'}"
+                    )
             rows.append(row)
     ids = [r["client_id"] for r in rows]
     if len(set(ids)) != len(ids):
@@ -118,8 +130,9 @@ def class_share(parts: Sequence[np.ndarray], labels: np.ndarray, classes: Sequen
     return np.array([np.isin(labels[p], cls).mean() if len(p) else 0.0 for p in parts])
 
 
-def sample_profiles(cfg: ClientsConfig, rng: np.random.Generator,
-                    slow_score: Optional[np.ndarray] = None) -> list[ClientProfile]:
+def sample_profiles(
+    cfg: ClientsConfig, rng: np.random.Generator, slow_score: Optional[np.ndarray] = None
+) -> list[ClientProfile]:
     """Every client's profile from the config (or a trace), drawn from ``rng``.
 
     ``slow_score`` ties speed to data: the client with the highest score gets the slowest speed
@@ -146,8 +159,12 @@ def sample_profiles(cfg: ClientsConfig, rng: np.random.Generator,
         order = np.argsort(-np.asarray(slow_score), kind="stable")  # highest score first
         speeds = speeds.copy()
         speeds[order] = np.sort(speeds)
-    return [ClientProfile(i, float(speeds[i]), float(down[i]), float(up[i]), float(lat[i]), cfg.dropout,
-                          float(on[i]), float(off[i])) for i in range(n)]
+    return [
+        ClientProfile(
+            i, float(speeds[i]), float(down[i]), float(up[i]), float(lat[i]), cfg.dropout, float(on[i]), float(off[i])
+        )
+        for i in range(n)
+    ]
 
 
 # ---------------------------------------------------------------------------------------- availability
@@ -213,22 +230,29 @@ class OnOffAvailability(Availability):
         return t if self.on[client] else float(self.switch[client])
 
 
-def make_availability(cfg: ClientsConfig, profiles: Sequence[ClientProfile],
-                      rng: np.random.Generator) -> Availability:
+def make_availability(cfg: ClientsConfig, profiles: Sequence[ClientProfile], rng: np.random.Generator) -> Availability:
     av = cfg.availability
     if av.mode == "always":
         return Availability()
     if av.mode == "bernoulli":
         return BernoulliAvailability(av.p, av.retry_s, rng)
     if av.mode == "onoff":
-        return OnOffAvailability(np.array([p.mean_on_s for p in profiles]),
-                                 np.array([p.mean_off_s for p in profiles]), rng)
+        return OnOffAvailability(
+            np.array([p.mean_on_s for p in profiles]), np.array([p.mean_off_s for p in profiles]), rng
+        )
     raise ConfigError(f"clients.availability.mode: unknown mode {av.mode!r}")
 
 
 # ---------------------------------------------------------------------------------------- one job
-def plan_job(profile: ClientProfile, samples: int, down_bytes: int, up_bytes: int, rng: np.random.Generator,
-             jitter: float = 0.0, offline_after: float = math.inf) -> JobPlan:
+def plan_job(
+    profile: ClientProfile,
+    samples: int,
+    down_bytes: int,
+    up_bytes: int,
+    rng: np.random.Generator,
+    jitter: float = 0.0,
+    offline_after: float = math.inf,
+) -> JobPlan:
     """download = latency + bytes/down_bps; compute = samples/speed * J; upload = latency + bytes/up_bps.
 
     J = exp(jitter*z - jitter^2/2) is lognormal with mean 1, so jitter spreads compute times without
@@ -242,7 +266,7 @@ def plan_job(profile: ClientProfile, samples: int, down_bytes: int, up_bytes: in
     drop = rng.random() < profile.dropout
     u = float(rng.random())
     z = float(rng.standard_normal())
-    factor = math.exp(jitter * z - jitter ** 2 / 2) if jitter > 0 else 1.0
+    factor = math.exp(jitter * z - jitter**2 / 2) if jitter > 0 else 1.0
     download = profile.latency_s + down_bytes / profile.down_bps
     compute = samples / profile.speed * factor
     upload = profile.latency_s + up_bytes / profile.up_bps

@@ -3,6 +3,7 @@
 Both sides import them from here, so neither imports the other: the event loop depends on these
 records and on the executor protocol only. Pure numpy; no torch, no Ray.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class ServerReply:
     ``status``: ``applied`` (this update made a new version), ``buffered`` (kept for a later
     version), ``rejected`` (never touched the model; ``reason`` says why), or ``""`` for a round's end.
     ``applied_jobs``: every job id the new version absorbed (empty when ``version`` did not change).
+    ``finite``: False when the new version holds NaN or infinite values (the run then stops).
     """
 
     version: int
@@ -49,6 +51,7 @@ class ServerReply:
     staleness: Optional[int] = None
     reason: str = ""
     applied_jobs: tuple[int, ...] = ()
+    finite: bool = True
 
 
 @dataclass

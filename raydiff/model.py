@@ -4,6 +4,7 @@ Aggregation works on ONE float32 vector per model (one object-store blob, one ax
 conversion free, :class:`FlatModel` re-points every parameter at a slice of a single flat tensor:
 loading a global vector is one ``copy_`` and reading the trained weights is one view.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,15 +19,27 @@ from .config import ModelConfig
 # Channel widths and block types per preset. "ddpm-cifar10" is Ho et al.'s 35.7M-parameter CIFAR-10
 # network as published by Google (google/ddpm-cifar10-32), attention at 16x16.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-                 down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                 up_block_types=("AttnUpBlock2D", "UpBlock2D")),
-    "small": dict(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
-                  down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-                  up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D")),
-    "ddpm-cifar10": dict(block_out_channels=(128, 256, 256, 256), layers_per_block=2, norm_num_groups=32,
-                         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-                         up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")),
+    "tiny": dict(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    ),
+    "small": dict(
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        norm_num_groups=16,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    ),
+    "ddpm-cifar10": dict(
+        block_out_channels=(128, 256, 256, 256),
+        layers_per_block=2,
+        norm_num_groups=32,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    ),
 }
 
 
@@ -43,8 +56,10 @@ def build_unet(cfg: ModelConfig, image_size: int, channels: int, seed: int | Non
     if image_size % (2 ** (levels - 1)):
         from .errors import ConfigError
 
-        raise ConfigError(f"data.image_size={image_size} must be divisible by {2 ** (levels - 1)} for "
-                          f"model.preset={cfg.preset!r} ({levels} resolution levels)")
+        raise ConfigError(
+            f"data.image_size={image_size} must be divisible by {2 ** (levels - 1)} for "
+            f"model.preset={cfg.preset!r} ({levels} resolution levels)"
+        )
     kwargs = dict(sample_size=image_size, in_channels=channels, out_channels=channels, **preset)
     if seed is None:
         return UNet2DModel(**kwargs)
@@ -78,8 +93,8 @@ class FlatModel:
         offset = 0
         for p in params:
             k = p.numel()
-            self.flat[offset:offset + k].copy_(p.detach().reshape(-1))
-            p.data = self.flat[offset:offset + k].view_as(p)
+            self.flat[offset : offset + k].copy_(p.detach().reshape(-1))
+            p.data = self.flat[offset : offset + k].view_as(p)
             self._slices.append((p, offset, k))
             offset += k
         self._views: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
@@ -100,15 +115,16 @@ class FlatModel:
         if self.grad is None:
             self.grad = torch.zeros_like(self.flat)
             self.flat.grad = self.grad
-            self._views = [(p, self.grad[o:o + k].view_as(p)) for p, o, k in self._slices]
+            self._views = [(p, self.grad[o : o + k].view_as(p)) for p, o, k in self._slices]
         self.grad.zero_()
         for p, g in self._views:
             p.grad = g
 
     def grads_bound(self) -> bool:
         """Whether every parameter's gradient still lives in ``grad`` (checked after a backward pass)."""
-        return bool(self._views) and all(p.grad is not None and p.grad.data_ptr() == g.data_ptr()
-                                         for p, g in self._views)
+        return bool(self._views) and all(
+            p.grad is not None and p.grad.data_ptr() == g.data_ptr() for p, g in self._views
+        )
 
     def optimizer(self, lr: float) -> torch.optim.Optimizer:
         """A fresh Adam over the flat vector; fused (one kernel per step) on CUDA. Call bind_grads() first."""
@@ -131,4 +147,3 @@ class FlatModel:
 def model_sha256(vector: np.ndarray) -> str:
     """The identity of a model: sha256 of its float32 vector's bytes."""
     return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).hexdigest()
-

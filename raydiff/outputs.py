@@ -1,29 +1,49 @@
 """Writing the run folder: Parquet tables, PNG grids, the diffusers pipeline, summary.json.
 
 Every file is written to a temporary name and renamed, so an interrupted run never leaves a
-half-written file behind.
+half-written file behind (and a failed write leaves no temporary file). JSON files are strict
+JSON: a NaN or infinite number is written as null, never as ``NaN``/``Infinity``, which strict
+parsers (browsers, jq, most languages) refuse.
 """
+
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 # Column order and types of events.parquet; documented in docs/run-folder.md.
-EVENT_SCHEMA = pa.schema([
-    ("job_id", pa.int64()), ("client_id", pa.int64()), ("actor", pa.string()), ("node_id", pa.string()),
-    ("dispatch_vtime", pa.float64()), ("finish_vtime", pa.float64()), ("status", pa.string()),
-    ("failure_reason", pa.string()), ("base_version", pa.int64()), ("applied_version", pa.int64()),
-    ("staleness", pa.int64()), ("num_samples", pa.int64()), ("samples_trained", pa.int64()),
-    ("train_loss", pa.float64()), ("wall_seconds", pa.float64()), ("download_s", pa.float64()),
-    ("compute_s", pa.float64()), ("upload_s", pa.float64()), ("download_bytes", pa.int64()),
-    ("upload_bytes", pa.int64()),
-])
+EVENT_SCHEMA = pa.schema(
+    [
+        ("job_id", pa.int64()),
+        ("client_id", pa.int64()),
+        ("actor", pa.string()),
+        ("node_id", pa.string()),
+        ("dispatch_vtime", pa.float64()),
+        ("finish_vtime", pa.float64()),
+        ("status", pa.string()),
+        ("failure_reason", pa.string()),
+        ("base_version", pa.int64()),
+        ("applied_version", pa.int64()),
+        ("staleness", pa.int64()),
+        ("num_samples", pa.int64()),
+        ("samples_trained", pa.int64()),
+        ("train_loss", pa.float64()),
+        ("wall_seconds", pa.float64()),
+        ("download_s", pa.float64()),
+        ("compute_s", pa.float64()),
+        ("upload_s", pa.float64()),
+        ("download_bytes", pa.int64()),
+        ("upload_bytes", pa.int64()),
+    ]
+)
 # Columns that describe where and how fast the real machine ran a job, not the simulation: the only
 # ones allowed to differ between two runs of the same config and seed.
 EXECUTION_COLUMNS = ("actor", "node_id", "wall_seconds")
@@ -31,8 +51,13 @@ EXECUTION_COLUMNS = ("actor", "node_id", "wall_seconds")
 
 def _atomic(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_file():
+            tmp.unlink()
+        raise
 
 
 def write_events(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -48,8 +73,22 @@ def write_evals(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     _atomic(path, lambda p: pq.write_table(table, p))
 
 
+def json_safe(v: Any) -> Any:
+    """``v`` with every non-finite float (Python or NumPy) replaced by None, and NumPy scalars made Python."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    _atomic(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    text = json.dumps(json_safe(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    _atomic(path, lambda p: p.write_text(text))
 
 
 def grid_image(images: np.ndarray, min_cell: int = 48):
@@ -63,12 +102,13 @@ def grid_image(images: np.ndarray, min_cell: int = 48):
     canvas = np.ones((c, rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.float32)
     for i in range(n):
         r, q = divmod(i, cols)
-        canvas[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = \
-            (images[i] + 1) / 2
+        canvas[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = (
+            images[i] + 1
+        ) / 2
     arr = (np.clip(canvas, 0, 1) * 255).round().astype(np.uint8)
     img = Image.fromarray(arr[0] if c == 1 else arr.transpose(1, 2, 0))
     scale = max(1, int(np.ceil(min_cell / h)))
-    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
 
 
 def write_grid(path: Path, images: np.ndarray) -> None:
@@ -80,4 +120,5 @@ def save_pipeline(path: Path, unet, scheduler) -> None:
     """``DDPMPipeline.from_pretrained(path)`` loads this back."""
     from diffusers import DDPMPipeline
 
-    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(path))
+    pipe: Any = DDPMPipeline(unet=unet, scheduler=scheduler)  # diffusers' own hints omit save_pretrained
+    pipe.save_pretrained(str(path))

@@ -1,4 +1,5 @@
 """Starting or joining Ray, and checking that the cluster can hold what the config asks for."""
+
 from __future__ import annotations
 
 import logging
@@ -98,25 +99,31 @@ def size_pool(cfg: Config, resources: dict[str, float], jobs_in_flight: int) -> 
     c = cfg.clients
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     if c.num_gpus > 0 and gpus == 0:
-        raise ResourceError(f"clients.num_gpus={c.num_gpus} asks for GPUs, but the Ray cluster has none. "
-                            "Set clients.num_gpus=0 to train on CPUs, or attach to a cluster with GPUs "
-                            "(run.address).")
+        raise ResourceError(
+            f"clients.num_gpus={c.num_gpus} asks for GPUs, but the Ray cluster has none. "
+            "Set clients.num_gpus=0 to train on CPUs, or attach to a cluster with GPUs "
+            "(run.address)."
+        )
     if c.num_gpus > gpus:
         raise ResourceError(f"clients.num_gpus={c.num_gpus} but the Ray cluster has only {gpus:g} GPUs")
     if c.num_cpus > cpus:
-        raise ResourceError(f"clients.num_cpus={c.num_cpus} but the Ray cluster has only {cpus:g} CPUs: "
-                            "lower clients.num_cpus")
+        raise ResourceError(
+            f"clients.num_cpus={c.num_cpus} but the Ray cluster has only {cpus:g} CPUs: lower clients.num_cpus"
+        )
     fit = math.floor(cpus / c.num_cpus + 1e-9)
     if c.num_gpus > 0:  # one share is the evaluator's
         fit = min(fit, math.floor(gpus / c.num_gpus + 1e-9) - 1)
         if fit < 1:
-            raise ResourceError(f"clients.num_gpus={c.num_gpus}: the cluster's {gpus:g} GPUs hold no client "
-                                "actor beside the evaluator (which takes one client's share); use a fraction")
+            raise ResourceError(
+                f"clients.num_gpus={c.num_gpus}: the cluster's {gpus:g} GPUs hold no client "
+                "actor beside the evaluator (which takes one client's share); use a fraction"
+            )
     if cfg.run.actors is not None:
         if cfg.run.actors > fit:
             raise ResourceError(
                 f"run.actors={cfg.run.actors} actors of {c.num_cpus:g} CPU / {c.num_gpus:g} GPU each do not fit: "
-                f"the cluster has {cpus:g} CPUs and {gpus:g} GPUs, room for {fit}")
+                f"the cluster has {cpus:g} CPUs and {gpus:g} GPUs, room for {fit}"
+            )
         return cfg.run.actors
     return max(1, min(c.num_clients, jobs_in_flight, fit))
 
@@ -176,8 +183,10 @@ def server_placement(cfg: Config) -> dict:
     else:
         chosen = [n for n in alive if want in (n["NodeID"], n.get("NodeManagerAddress"))]
         if not chosen:
-            raise ResourceError(f"run.server_node={want!r} is not a live node of the cluster; live nodes: "
-                                + ", ".join(f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})" for n in alive))
+            raise ResourceError(
+                f"run.server_node={want!r} is not a live node of the cluster; live nodes: "
+                + ", ".join(f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})" for n in alive)
+            )
     if not chosen:
         return {}
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(chosen[0]["NodeID"], soft=False)}

@@ -1,4 +1,5 @@
 """One run's Ray side: start (or join) Ray, spawn the server, evaluator and client pool, tear them down."""
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,8 @@ from .ray_exec.executor import RayExecutor
 from .ray_exec.pool import ActorPool
 from .ray_setup import init_ray, server_placement, size_pool
 from .sim.checkpoint import LoopState
-from .sim.orchestrator import LoopResult, Orchestrator
+from .sim.jobs import LoopResult
+from .sim.orchestrator import Orchestrator
 from .strategies import Schedule, Strategy
 
 log = logging.getLogger(__name__)
@@ -55,13 +57,21 @@ def send_by_value(strategy: Strategy) -> None:
 class Session:
     """Context manager: everything it started is gone when it exits, even on Ctrl-C or an error."""
 
-    def __init__(self, cfg: Config, strategy: Strategy, train_images: np.ndarray, heldout_images: np.ndarray,
-                 x0: np.ndarray, exchange: Exchange, train_labels: Optional[np.ndarray] = None,
-                 heldout_labels: Optional[np.ndarray] = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        strategy: Strategy,
+        train_images: np.ndarray,
+        heldout_images: np.ndarray,
+        x0: np.ndarray,
+        exchange: Exchange,
+        train_labels: Optional[np.ndarray] = None,
+        heldout_labels: Optional[np.ndarray] = None,
+    ) -> None:
         self.cfg = cfg
         self.strategy = strategy
         self.schedule: Schedule = strategy.schedule()
-        self.train_labels, self.heldout_labels = train_labels, heldout_labels  # for the domain judge (FID)
+        self.train_labels, self.heldout_labels = train_labels, heldout_labels  # for the domain classifier (FID)
         self.x0 = x0
         self.exchange = exchange
         self.train_images = train_images
@@ -69,6 +79,8 @@ class Session:
         self.started_ray = False
         self.pool: ActorPool | None = None
         self.handles: list[Any] = []
+        self.server: Any = None  # Ray actor handles (Ray's generic hints do not type .remote on methods)
+        self.evaluator: Any = None
 
     def __enter__(self) -> Session:
         self.started_ray = init_ray(self.cfg)
@@ -79,15 +91,26 @@ class Session:
             images_ref = ray.put(self.train_images)  # once; every actor maps it zero-copy
             place = server_placement(self.cfg)
             send_by_value(self.strategy)
-            self.server = ray.remote(ParameterServer).options(num_cpus=0, **place).remote(
-                self.x0_ref, self.strategy, copy_on_return=False, compressor=self.exchange.compressor)
+            self.server = (
+                ray.remote(ParameterServer)
+                .options(num_cpus=0, **place)
+                .remote(self.x0_ref, self.strategy, copy_on_return=False, compressor=self.exchange.compressor)
+            )
             # The evaluator takes one client's GPU share (size_pool reserved it) and no CPU reservation:
             # it is idle most of the time, and must never wait behind busy clients for a slot.
             # (with GPU clients it needs a GPU node, which the head may not be: then Ray places it)
-            self.evaluator = ray.remote(Evaluator).options(num_cpus=0, num_gpus=c.num_gpus,
-                                                           **(place if c.num_gpus == 0 else {})).remote(
-                self.cfg, self.heldout_images, 1.0, heldout_labels=self.heldout_labels,
-                train_images=images_ref, train_labels=self.train_labels)  # training set: for FID's domain judge
+            self.evaluator = (
+                ray.remote(Evaluator)
+                .options(num_cpus=0, num_gpus=c.num_gpus, **(place if c.num_gpus == 0 else {}))
+                .remote(
+                    self.cfg,
+                    self.heldout_images,
+                    1.0,
+                    heldout_labels=self.heldout_labels,
+                    train_images=images_ref,
+                    train_labels=self.train_labels,
+                )
+            )  # training set: for FID's domain classifier
             self.handles = [self.server, self.evaluator]
             self.pool = ActorPool(self.cfg, images_ref, self.num_actors)
             self.pool.wait_ready()
@@ -99,18 +122,35 @@ class Session:
             raise
         return self
 
-    def run(self, profiles: list[ClientProfile], parts: list[np.ndarray], availability: Availability,
-            show_progress: bool, callback: Optional[Callable[[dict[str, Any]], None]] = None,
-            on_checkpoint: Optional[Callable[[LoopState], None]] = None,
-            resume: Optional[LoopState] = None) -> LoopResult:
+    def run(
+        self,
+        profiles: list[ClientProfile],
+        parts: list[np.ndarray],
+        availability: Availability,
+        show_progress: bool,
+        callback: Optional[Callable[[dict[str, Any]], None]] = None,
+        on_checkpoint: Optional[Callable[[LoopState], None]] = None,
+        resume: Optional[LoopState] = None,
+    ) -> LoopResult:
         bar = Progress(self.cfg, enabled=show_progress)
         assert self.pool is not None, "Session.run outside its with-block"
         self.executor = RayExecutor(self.pool, self.server, self.evaluator, self.cfg)
         try:
-            orch = Orchestrator(self.cfg, self.schedule, profiles, parts, availability, self.executor, self.x0_ref,
-                                self.exchange.down_bytes(self.x0.size), self.exchange.up_bytes(self.x0.size),
-                                stateful_clients=self.exchange.stateful, on_progress=chain(bar, callback),
-                                on_checkpoint=on_checkpoint, resume=resume)
+            orch = Orchestrator(
+                self.cfg,
+                self.schedule,
+                profiles,
+                parts,
+                availability,
+                self.executor,
+                self.x0_ref,
+                self.exchange.down_bytes(self.x0.size),
+                self.exchange.up_bytes(self.x0.size),
+                stateful_clients=self.exchange.stateful,
+                on_progress=chain(bar, callback),
+                on_checkpoint=on_checkpoint,
+                resume=resume,
+            )
             log.info("event loop started with %d client actors", self.num_actors)
             return orch.run()
         finally:
@@ -122,14 +162,14 @@ class Session:
         The orchestrator queued the final version's evaluation (with FID) before this sample call, so
         when the exported model is the global one, the evaluator reuses those samples for the grid.
         """
-        vector = ray.get(loop.version_handle)
-        export = ray.get(self.server.export_vector.remote())
+        vector: np.ndarray = ray.get(loop.version_handle)
+        export: Optional[np.ndarray] = ray.get(self.server.export_vector.remote())
         received = [list(map(str, k)) for k in ray.get(self.server.audit.remote())]
         exported = export if export is not None and self.cfg.eval.export_ema else vector
         final_ref = self.evaluator.sample.remote(exported, self.cfg.eval.num_samples, self.cfg.seed)
         evals = ray.get(self.executor.eval_refs)
         grids = [(v, ray.get(r)) for v, r in self.executor.sample_refs]
-        final_samples = ray.get(final_ref)
+        final_samples: np.ndarray = ray.get(final_ref)
         judge: dict[str, Any] = {}
         if self.cfg.eval.judge and self.cfg.data.dataset == "digits":
             from .digit_judge import judge_digits
@@ -139,10 +179,19 @@ class Session:
         final_row = by_version.get(loop.version, {})
         from .metrics.suite import DOMAIN_COLUMNS
 
-        judge.update({f"final_{k}": final_row[k] for k in (*DOMAIN_COLUMNS, "fid_inception")
-                      if k in final_row})  # into summary.json, next to the digit judge's scores
-        return Collected(vector=vector, export_vector=export, exported=exported, server_received=received,
-                         evals=list(by_version.values()), grids=grids, final_samples=final_samples, judge=judge)
+        judge.update(
+            {f"final_{k}": final_row[k] for k in (*DOMAIN_COLUMNS, "fid_inception") if k in final_row}
+        )  # into summary.json, next to the digit judge's scores
+        return Collected(
+            vector=vector,
+            export_vector=export,
+            exported=exported,
+            server_received=received,
+            evals=list(by_version.values()),
+            grids=grids,
+            final_samples=final_samples,
+            judge=judge,
+        )
 
     def __exit__(self, *exc: Any) -> None:
         if self.pool is not None:

@@ -2,6 +2,7 @@
 
 Importing this module loads neither torch nor Ray, so analysis code can use them freely.
 """
+
 from __future__ import annotations
 
 APPLIED = "applied"  # the update made it into applied_version

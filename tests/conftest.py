@@ -1,5 +1,6 @@
 """Shared fixtures. Ray runs once per session on 127.0.0.1 with 2 CPUs and a (fake) GPU, so fractional
 ``num_gpus`` scheduling is exercised without a GPU."""
+
 from __future__ import annotations
 
 import os
@@ -13,12 +14,21 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 TINY = {
     "name": "tiny",
     "seed": 3,
-    "clients": {"num_clients": 6, "num_cpus": 1, "num_gpus": 0.25, "dropout": 0.2,
-                "speed": {"dist": "lognormal", "mean": 1000, "sigma": 0.8}},
+    "clients": {
+        "num_clients": 6,
+        "num_cpus": 1,
+        "num_gpus": 0.25,
+        "dropout": 0.2,
+        "speed": {"dist": "lognormal", "mean": 1000, "sigma": 0.8},
+    },
     "train": {"local_steps": 2, "batch_size": 8},
     "strategy": {"name": "fedbuff", "concurrency": 4, "buffer_size": 2},
-    "eval": {"every_versions": 3, "num_heldout": 16, "num_samples": 4,  # a small privacy audit: ~1/60 of its cost
-             "privacy_audit": {"num_members": 128, "num_nonmembers": 64, "timesteps": 2, "noise_draws": 1}},
+    "eval": {
+        "every_versions": 3,
+        "num_heldout": 16,
+        "num_samples": 4,  # a small privacy audit: ~1/60 of its cost
+        "privacy_audit": {"num_members": 128, "num_nonmembers": 64, "timesteps": 2, "noise_draws": 1},
+    },
     "model": {"num_train_timesteps": 20},
     "run": {"max_updates": 6},
 }
@@ -29,8 +39,14 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 configure_logging=False, log_to_driver=False)
+        ray.init(
+            num_cpus=2,
+            num_gpus=1,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            configure_logging=False,
+            log_to_driver=False,
+        )
     yield ray
     ray.shutdown()
 

@@ -581,5 +581,8 @@ def test_conditions_tolerate_a_config_field_missing_from_older_runs():
 
     runs = pd.DataFrame({"cfg.train.group_size": [1.0, np.nan, 1.0], "cfg.strategy.name": ["a", "b", "a"]})
     labels = _condition_labels(runs, ["cfg.train.group_size", "cfg.strategy.name"], ())
-    assert labels.tolist() == ["train.group_size=1.0, strategy.name=a", "train.group_size=nan, strategy.name=b",
-                               "train.group_size=1.0, strategy.name=a"]
+    assert labels.tolist() == [
+        "train.group_size=1.0, strategy.name=a",
+        "train.group_size=nan, strategy.name=b",
+        "train.group_size=1.0, strategy.name=a",
+    ]

@@ -1,4 +1,5 @@
 """The command line: bad input gives one clear paragraph and exit code 2; Ctrl-C leaves a consistent folder."""
+
 from __future__ import annotations
 
 import json
@@ -13,15 +14,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import TINY
 
 
 def _cli(args, cwd, timeout=120, **kw):
-    env = dict(os.environ, RAYDIFF_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0",
-               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-    return subprocess.run([sys.executable, "-m", "raydiff", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, **kw)
+    env = dict(os.environ, RAYDIFF_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    return subprocess.run(
+        [sys.executable, "-m", "raydiff", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def _scenario(tmp_path: Path, data, name="s.yaml") -> Path:
@@ -30,18 +36,21 @@ def _scenario(tmp_path: Path, data, name="s.yaml") -> Path:
     return p
 
 
-@pytest.mark.parametrize("content, overrides, needle", [
-    ("strategy: {name: fedbuff\n  buffer_size: [", [], "is not valid YAML"),
-    ({"strategy": {"name": "fedsgd"}}, [], "strategy.name: 'fedsgd' is not one of fedavg, fedasync, fedbuff"),
-    ({}, ["data.beta=0"], "data.beta"),
-    ({}, ["data.beta=-1"], "data.beta"),
-    ({}, ["clients.num_clients=5000", "strategy.concurrency=2"], "clients.num_clients=5000 is more than"),
-    ({"strategy": {"bufer_size": 3}}, [], "strategy.bufer_size: unknown key"),
-    ({}, ["train.batch_size=big"], "train.batch_size: expected an integer"),
-    ({}, ["strategy.concurrency=20"], "strategy.concurrency=20 exceeds clients.num_clients=10"),
-    ({}, ["clients.num_gpus=1.5"], "clients.num_gpus"),
-    ({}, ["nonsense"], "expected KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "content, overrides, needle",
+    [
+        ("strategy: {name: fedbuff\n  buffer_size: [", [], "is not valid YAML"),
+        ({"strategy": {"name": "fedsgd"}}, [], "strategy.name: 'fedsgd' is not one of fedavg, fedasync, fedbuff"),
+        ({}, ["data.beta=0"], "data.beta"),
+        ({}, ["data.beta=-1"], "data.beta"),
+        ({}, ["clients.num_clients=5000", "strategy.concurrency=2"], "clients.num_clients=5000 is more than"),
+        ({"strategy": {"bufer_size": 3}}, [], "strategy.bufer_size: unknown key"),
+        ({}, ["train.batch_size=big"], "train.batch_size: expected an integer"),
+        ({}, ["strategy.concurrency=20"], "strategy.concurrency=20 exceeds clients.num_clients=10"),
+        ({}, ["clients.num_gpus=1.5"], "clients.num_gpus"),
+        ({}, ["nonsense"], "expected KEY=VALUE"),
+    ],
+)
 def test_bad_input_is_one_paragraph_and_exit_2(tmp_path, content, overrides, needle):
     sc = _scenario(tmp_path, content)
     args = ["run", str(sc), "--out", str(tmp_path / "out")]
@@ -76,8 +85,14 @@ def test_ctrl_c_leaves_a_consistent_folder(tmp_path):
     sc = _scenario(tmp_path, cfg)
     out = tmp_path / "out"
     env = dict(os.environ, RAYDIFF_NO_PROGRESS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "raydiff", "run", str(sc), "--out", str(out), "-v"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raydiff", "run", str(sc), "--out", str(out), "-v"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
@@ -104,12 +119,15 @@ def test_ctrl_c_leaves_a_consistent_folder(tmp_path):
     assert (out / "model" / "model_index.json").is_file()
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["overhead", "--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
-    (["overhead", "--actors", "two"], "argument --actors: expected a whole number, got 'two'"),
-    (["overhead", "--preset", "huge"], "invalid choice: 'huge' (choose from 'tiny', 'small', 'ddpm-cifar10')"),
-    (["engine", "--clients", "-5"], "argument --clients: must be >= 1, got -5"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["overhead", "--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
+        (["overhead", "--actors", "two"], "argument --actors: expected a whole number, got 'two'"),
+        (["overhead", "--preset", "huge"], "invalid choice: 'huge' (choose from 'tiny', 'small', 'ddpm-cifar10')"),
+        (["engine", "--clients", "-5"], "argument --clients: must be >= 1, got -5"),
+    ],
+)
 def test_bench_bad_arguments_are_usage_errors(tmp_path, args, needle):
     r = _cli(["bench", *args], tmp_path, timeout=60)
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr

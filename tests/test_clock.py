@@ -1,4 +1,5 @@
 """The virtual clock's event queue, idle-client selection, and the local-training batch schedule."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -7,14 +8,14 @@ import numpy as np
 import pytest
 
 from raydiff.diffusion import batch_stream
-from raydiff.sim.jobs import steps_for
 from raydiff.sim.clock import EventQueue
+from raydiff.sim.jobs import steps_for
 from raydiff.sim.selection import IdleSet
-
 
 # --------------------------------------------------------------------------------------------
 # EventQueue
 # --------------------------------------------------------------------------------------------
+
 
 def test_pops_by_time_then_insertion_order():
     q: EventQueue[str] = EventQueue()
@@ -64,6 +65,7 @@ def test_pop_empty_raises():
 # --------------------------------------------------------------------------------------------
 # IdleSet
 # --------------------------------------------------------------------------------------------
+
 
 def test_picking_everything_gives_each_client_once():
     s = IdleSet(6)
@@ -144,6 +146,7 @@ def test_released_client_can_be_picked_again():
 # batch_stream / steps_for
 # --------------------------------------------------------------------------------------------
 
+
 def test_batch_stream_one_epoch_exactly():
     """24 indices, batch 8, 3 steps: every index appears once."""
     idx = np.arange(100, 124)
@@ -190,22 +193,28 @@ def test_batch_stream_deterministic():
     assert not np.array_equal(a, c)
 
 
-@pytest.mark.parametrize("n, batch, steps, epochs, expected", [
-    (100, 32, 7, None, 7),       # fixed step count ignores the data size
-    (5, 32, 1, None, 1),
-    (100, 32, None, 1.0, 4),     # ceil(100/32) = ceil(3.125)
-    (64, 32, None, 2.0, 4),      # exactly 2 * 64 / 32
-    (100, 10, None, 0.5, 5),
-    (10, 32, None, 0.01, 1),     # at least one step
-    (30, 4, None, 1.5, 12),      # ceil(45/4) = ceil(11.25)
-])
+@pytest.mark.parametrize(
+    "n, batch, steps, epochs, expected",
+    [
+        (100, 32, 7, None, 7),  # fixed step count ignores the data size
+        (5, 32, 1, None, 1),
+        (100, 32, None, 1.0, 4),  # ceil(100/32) = ceil(3.125)
+        (64, 32, None, 2.0, 4),  # exactly 2 * 64 / 32
+        (100, 10, None, 0.5, 5),
+        (10, 32, None, 0.01, 1),  # at least one step
+        (30, 4, None, 1.5, 12),  # ceil(45/4) = ceil(11.25)
+    ],
+)
 def test_steps_for(n, batch, steps, epochs, expected):
     assert steps_for(n, batch, steps, epochs) == expected
 
 
-@pytest.mark.parametrize("n, batch, epochs, expected", [
-    (100, 2, 1.1, 55),  # 1.1 epochs of 100 samples = 110 samples = 55 batches of 2
-    (50, 1, 1.1, 55),
-])
+@pytest.mark.parametrize(
+    "n, batch, epochs, expected",
+    [
+        (100, 2, 1.1, 55),  # 1.1 epochs of 100 samples = 110 samples = 55 batches of 2
+        (50, 1, 1.1, 55),
+    ],
+)
 def test_steps_for_exact_fractional_epochs(n, batch, epochs, expected):
     assert steps_for(n, batch, None, epochs) == expected

@@ -1,4 +1,5 @@
 """Clusters: cluster.yaml checked with Ray's own schema; a multi-node run that loses a node and finishes."""
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,14 @@ def test_cluster_yaml_is_valid():
     assert any("pip install" in c and "raydiff" in c for c in cfg["setup_commands"])
 
 
-@pytest.mark.parametrize("old, new, needle", [
-    ("head_node_type: head", "head_node_type: headd", "head_node_type"),
-    ("max_workers: 8\nupscaling_speed", "max_workers: many\nupscaling_speed", "max_workers: 'many' is not of type"),
-    ("idle_timeout_minutes: 10", "idle_timout_minutes: 10", "idle_timout_minutes"),
-])
+@pytest.mark.parametrize(
+    "old, new, needle",
+    [
+        ("head_node_type: head", "head_node_type: headd", "head_node_type"),
+        ("max_workers: 8\nupscaling_speed", "max_workers: many\nupscaling_speed", "max_workers: 'many' is not of type"),
+        ("idle_timeout_minutes: 10", "idle_timout_minutes: 10", "idle_timout_minutes"),
+    ],
+)
 def test_broken_cluster_yaml_is_rejected_clearly(tmp_path, capsys, old, new, needle):
     text = (ROOT / "cluster.yaml").read_text()
     assert old in text
@@ -40,12 +44,16 @@ def test_broken_cluster_yaml_is_rejected_clearly(tmp_path, capsys, old, new, nee
 
 
 def test_multinode_run_survives_losing_a_node(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "multinode.py"), str(tmp_path / "run")],
-                       capture_output=True, text=True, timeout=480)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "scripts" / "multinode.py"), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]  # Ray may log after it
     assert lines, r.stdout[-3000:] + r.stderr[-3000:]
-    res = json.loads(lines[-1][len("RESULT "):])
+    res = json.loads(lines[-1][len("RESULT ") :])
     s = res["summary"]
     assert res["killed"], "the worker node was never removed"
     assert s["final_version"] == 8 and not s["interrupted"]

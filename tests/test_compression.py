@@ -1,4 +1,5 @@
 """Update compressors: hand-computed payloads, round-trip error bounds, byte counts, error feedback, masks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,7 @@ class TestNoCompression:
 class TestFP16:
     def test_literal_values(self):
         """0.1 -> 0x2E66 = 0.0999755859375; 1.0 and -2.5 are exact; 65504 is the largest half; 1e5 overflows."""
-        out, nbytes, res = roundtrip(FP16(), f32(0.1, 1.0, -2.5, 65504.0, 1e5))
+        out, nbytes, _res = roundtrip(FP16(), f32(0.1, 1.0, -2.5, 65504.0, 1e5))
         assert out[:4].tolist() == [0.0999755859375, 1.0, -2.5, 65504.0]
         assert np.isinf(out[4])
         assert nbytes == 10 and out.dtype == np.float32
@@ -35,12 +36,12 @@ class TestFP16:
     def test_relative_error_bound_in_the_normal_range(self):
         """Round to nearest with 10 fraction bits: |x - fp16(x)| <= 2^-11 |x| for 2^-14 <= |x| <= 65504."""
         rng = np.random.default_rng(0)
-        d = (rng.choice([-1.0, 1.0], 100_000) * np.exp(rng.uniform(np.log(2.0 ** -14), np.log(6e4), 100_000)))
+        d = rng.choice([-1.0, 1.0], 100_000) * np.exp(rng.uniform(np.log(2.0**-14), np.log(6e4), 100_000))
         d = d.astype(np.float32)
         out, _, res = roundtrip(FP16(), d)
         rel = np.abs(out.astype(np.float64) - d) / np.abs(d)
-        assert rel.max() <= 2.0 ** -11
-        assert rel.max() > 2.0 ** -12  # the bound is nearly reached: the test would see a coarser format
+        assert rel.max() <= 2.0**-11
+        assert rel.max() > 2.0**-12  # the bound is nearly reached: the test would see a coarser format
         np.testing.assert_array_equal(res, d - out)
 
 
@@ -70,7 +71,7 @@ class TestInt8:
         assert nbytes == 10_000 + 4 * 3
         err = np.abs(c.decode(payload, n).astype(np.float64) - d)
         for i, scale in enumerate(payload[1]):
-            part = err[i * chunk:(i + 1) * chunk]
+            part = err[i * chunk : (i + 1) * chunk]
             assert part.max() <= scale / 2 * (1 + 1e-5)
             assert part.max() > scale / 4  # not trivially small: a finer format would not pass this
 

@@ -1,4 +1,5 @@
 """Loading scenarios: defaults, overrides, error messages that name the key, freezing and round-trips."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ def write(tmp_path: Path, text: str, name: str = "scenario.yaml") -> Path:
 # defaults and values
 # --------------------------------------------------------------------------------------------
 
+
 def test_defaults_from_none_and_empty_dict():
     cfg = load_config()
     assert cfg == Config()
@@ -35,8 +37,11 @@ def test_defaults_from_none_and_empty_dict():
 
 
 def test_yaml_file_sets_fields_and_keeps_other_defaults(tmp_path):
-    p = write(tmp_path, "seed: 7\nstrategy:\n  name: fedasync\n  alpha: 0.3\nclients:\n  speed: {mean: 250}\n",
-              name="my-scenario.yaml")
+    p = write(
+        tmp_path,
+        "seed: 7\nstrategy:\n  name: fedasync\n  alpha: 0.3\nclients:\n  speed: {mean: 250}\n",
+        name="my-scenario.yaml",
+    )
     cfg = load_config(p)
     assert cfg.name == "my-scenario"  # file stem when the file names no run
     assert cfg.seed == 7
@@ -71,9 +76,11 @@ def test_integral_float_accepted_for_int_field():
 # overrides
 # --------------------------------------------------------------------------------------------
 
+
 def test_overrides_on_defaults():
-    cfg = load_config(None, ["strategy.name=fedasync", "clients.speed.mean=5",
-                             "run.max_vtime=null", "run.max_updates=3"])
+    cfg = load_config(
+        None, ["strategy.name=fedasync", "clients.speed.mean=5", "run.max_vtime=null", "run.max_updates=3"]
+    )
     assert cfg.strategy.name == "fedasync"
     assert cfg.clients.speed.mean == 5.0
     assert cfg.run.max_vtime is None
@@ -113,6 +120,7 @@ def test_both_stop_conditions_null_is_an_error():
 # --------------------------------------------------------------------------------------------
 # errors name the key
 # --------------------------------------------------------------------------------------------
+
 
 def test_unknown_top_level_key():
     with pytest.raises(ConfigError, match=r"^bogus: unknown key") as e:
@@ -192,11 +200,14 @@ def test_missing_file(tmp_path):
     assert "does not exist" in str(e.value)
 
 
-@pytest.mark.parametrize("bad, fragment", [
-    ("strategy.name", "KEY=VALUE"),
-    ("=3", "empty"),
-    ("strategy..name=fedavg", "empty"),
-])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        ("strategy.name", "KEY=VALUE"),
+        ("=3", "empty"),
+        ("strategy..name=fedavg", "empty"),
+    ],
+)
 def test_bad_override_syntax(bad, fragment):
     with pytest.raises(ConfigError, match=fragment) as e:
         load_config(None, [bad])
@@ -212,6 +223,7 @@ def test_override_through_a_scalar_is_an_error():
 # frozen and round-trip
 # --------------------------------------------------------------------------------------------
 
+
 def test_config_is_frozen():
     cfg = load_config()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -220,12 +232,27 @@ def test_config_is_frozen():
         cfg.strategy.name = "fedavg"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("overrides", [
-    [],
-    ["name=rt", "seed=11", "strategy.name=fedasync", "strategy.staleness.fn=hinge", "strategy.staleness.b=2",
-     "clients.speed.dist=lognormal", "clients.speed.sigma=0.25", "train.local_steps=null",
-     "train.local_epochs=0.5", "train.lr=0.00001", "run.max_vtime=30", "run.address=auto", "data.partition=iid"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        [
+            "name=rt",
+            "seed=11",
+            "strategy.name=fedasync",
+            "strategy.staleness.fn=hinge",
+            "strategy.staleness.b=2",
+            "clients.speed.dist=lognormal",
+            "clients.speed.sigma=0.25",
+            "train.local_steps=null",
+            "train.local_epochs=0.5",
+            "train.lr=0.00001",
+            "run.max_vtime=30",
+            "run.address=auto",
+            "data.partition=iid",
+        ],
+    ],
+)
 def test_dump_yaml_round_trips(tmp_path, overrides):
     cfg = load_config(None, overrides)
     text = dump_yaml(cfg)
@@ -237,6 +264,7 @@ def test_dump_yaml_round_trips(tmp_path, overrides):
 # --------------------------------------------------------------------------------------------
 # cross-field checks (runner.check_config)
 # --------------------------------------------------------------------------------------------
+
 
 def test_check_config_rejects_concurrency_above_clients():
     cfg = load_config(None, ["clients.num_clients=4", "strategy.concurrency=5"])
@@ -255,8 +283,12 @@ def test_check_config_rejects_round_larger_than_population_for_fedavg():
 
 
 def test_check_config_ignores_concurrency_for_fedavg():
-    check_config(load_config(None, ["strategy.name=fedavg", "clients.num_clients=3",
-                                    "strategy.clients_per_round=3", "strategy.concurrency=8"]))
+    check_config(
+        load_config(
+            None,
+            ["strategy.name=fedavg", "clients.num_clients=3", "strategy.clients_per_round=3", "strategy.concurrency=8"],
+        )
+    )
 
 
 def test_strategy_config_direct_validation():

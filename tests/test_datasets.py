@@ -4,6 +4,7 @@ pickles, SVHN .mat, an image folder and a MedMNIST-style .npz. Nothing is downlo
 Each loader is checked for shape, dtype, range, pixel layout, labels, resizing and channel conversion,
 and each user error for a message that names the path and what to do.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -42,6 +43,7 @@ def assert_image_set(ds, n: int, c: int, size: int, labels: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 # writers of the standard file formats
 # --------------------------------------------------------------------------------------------
+
 
 def write_idx(path: Path, arr: np.ndarray) -> None:
     """IDX (LeCun's format): 0, 0, type 0x08 (ubyte), ndim, big-endian dims, then the bytes."""
@@ -100,8 +102,14 @@ def make_folder(root: Path, rgb_class: bool = False, size: tuple[int, int] = (12
     return made
 
 
-def make_npz(path: Path, n: int = 9, shape: tuple[int, ...] = (14, 14), split: str = "train",
-             with_labels: bool = True, label_shape_n1: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def make_npz(
+    path: Path,
+    n: int = 9,
+    shape: tuple[int, ...] = (14, 14),
+    split: str = "train",
+    with_labels: bool = True,
+    label_shape_n1: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     images = pixels(4, (n, *shape))
     labels = (np.arange(n) % 3).astype(np.uint8)
     arrays = {f"{split}_images": images, "val_images": images[:2], "val_labels": labels[:2, None]}
@@ -118,6 +126,7 @@ def cfg(dataset: str, root: Path, **kw) -> DataConfig:
 # --------------------------------------------------------------------------------------------
 # torchvision sets
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dataset, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
 def test_mnist_like_native_size(tmp_path, dataset, folder):
@@ -213,6 +222,7 @@ def test_mnist_download_flag_is_passed_as_set(tmp_path, monkeypatch):
 # image folder
 # --------------------------------------------------------------------------------------------
 
+
 def test_folder_greyscale_sorted_classes_resized(tmp_path):
     make_folder(tmp_path, size=(12, 10))  # not square: resized to 16x16 all the same
     ds = load_dataset(cfg("folder", tmp_path, image_size=16))
@@ -261,6 +271,7 @@ def test_folder_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
 # npz (MedMNIST layout)
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("label_shape_n1", [True, False])
 def test_npz_greyscale(tmp_path, label_shape_n1):
     images, labels = make_npz(tmp_path / "m.npz", label_shape_n1=label_shape_n1)
@@ -270,7 +281,7 @@ def test_npz_greyscale(tmp_path, label_shape_n1):
 
 
 def test_npz_rgb_split_resize_and_grey(tmp_path):
-    images, labels = make_npz(tmp_path / "m.npz", shape=(28, 28, 3), split="test")
+    _images, labels = make_npz(tmp_path / "m.npz", shape=(28, 28, 3), split="test")
     ds = load_dataset(cfg("npz", tmp_path / "m.npz", npz_split="test", image_size=16))
     assert_image_set(ds, 9, 3, 16, labels)
     grey = load_dataset(cfg("npz", tmp_path / "m.npz", npz_split="val", image_size=28, channels=1))
@@ -281,6 +292,7 @@ def test_npz_rgb_split_resize_and_grey(tmp_path):
 # config
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dataset", REAL)
 def test_real_datasets_need_root(dataset):
     with pytest.raises(ConfigError, match=r"^data\.root: .*not set"):
@@ -288,12 +300,27 @@ def test_real_datasets_need_root(dataset):
 
 
 def test_new_fields_load_from_yaml_and_validate():
-    c = load_config({"data": {"dataset": "npz", "root": "m.npz", "channels": 3, "npz_split": "val",
-                              "partition": "shards", "shards_per_client": 3, "quantity_sigma": 0.5}})
+    c = load_config(
+        {
+            "data": {
+                "dataset": "npz",
+                "root": "m.npz",
+                "channels": 3,
+                "npz_split": "val",
+                "partition": "shards",
+                "shards_per_client": 3,
+                "quantity_sigma": 0.5,
+            }
+        }
+    )
     assert c.data.channels == 3 and c.data.npz_split == "val" and c.data.shards_per_client == 3
     assert c.data.download is False and DataConfig().root is None
-    for bad, key in [({"channels": 2}, "data.channels"), ({"shards_per_client": 0}, "data.shards_per_client"),
-                     ({"quantity_sigma": -1}, "data.quantity_sigma"), ({"npz_split": ""}, "data.npz_split")]:
+    for bad, key in [
+        ({"channels": 2}, "data.channels"),
+        ({"shards_per_client": 0}, "data.shards_per_client"),
+        ({"quantity_sigma": -1}, "data.quantity_sigma"),
+        ({"npz_split": ""}, "data.npz_split"),
+    ]:
         with pytest.raises(ConfigError, match=key):
             load_config({"data": bad})
 
@@ -308,6 +335,7 @@ def test_digits_and_synthetic_channels():
 # errors: root missing, files absent, corrupt files
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10", "svhn", "folder", "npz"])
 def test_root_that_does_not_exist(tmp_path, dataset):
     missing = tmp_path / "nowhere"
@@ -316,8 +344,15 @@ def test_root_that_does_not_exist(tmp_path, dataset):
     assert str(missing) in str(e.value) and "does not exist" in str(e.value)
 
 
-@pytest.mark.parametrize("dataset, expected", [("mnist", "MNIST/raw/"), ("fashion_mnist", "FashionMNIST/raw/"),
-                                               ("cifar10", "cifar-10-batches-py/"), ("svhn", "train_32x32.mat")])
+@pytest.mark.parametrize(
+    "dataset, expected",
+    [
+        ("mnist", "MNIST/raw/"),
+        ("fashion_mnist", "FashionMNIST/raw/"),
+        ("cifar10", "cifar-10-batches-py/"),
+        ("svhn", "train_32x32.mat"),
+    ],
+)
 def test_files_absent_without_download(tmp_path, dataset, expected):
     with pytest.raises(DataError) as e:
         load_dataset(cfg(dataset, tmp_path))
@@ -348,15 +383,26 @@ class Planted:
 
     def __reduce__(self):
         import os
+
         return (os.system, ("echo pwned",))
 
 
-@pytest.mark.parametrize("make, dataset, rel, content, match, extra", [
-    (make_cifar, "cifar10", "cifar-10-batches-py/data_batch_3", b"\x80\x02garbage", "corrupt", ""),
-    (make_cifar, "cifar10", "cifar-10-batches-py/data_batch_1",  # must not run the planted command
-     pickle.dumps({"data": Planted(), "labels": []}), "refusing to load", ""),
-    (make_folder, "folder", "b_dog/9.png", b"not a png at all", "cannot read image", "replace or delete it"),
-], ids=["cifar-corrupt-batch", "cifar-pickle-cannot-run-code", "folder-unreadable-image"])
+@pytest.mark.parametrize(
+    "make, dataset, rel, content, match, extra",
+    [
+        (make_cifar, "cifar10", "cifar-10-batches-py/data_batch_3", b"\x80\x02garbage", "corrupt", ""),
+        (
+            make_cifar,
+            "cifar10",
+            "cifar-10-batches-py/data_batch_1",  # must not run the planted command
+            pickle.dumps({"data": Planted(), "labels": []}),
+            "refusing to load",
+            "",
+        ),
+        (make_folder, "folder", "b_dog/9.png", b"not a png at all", "cannot read image", "replace or delete it"),
+    ],
+    ids=["cifar-corrupt-batch", "cifar-pickle-cannot-run-code", "folder-unreadable-image"],
+)
 def test_bad_file_is_refused_and_named(tmp_path, make, dataset, rel, content, match, extra):
     make(tmp_path)
     bad = tmp_path / rel

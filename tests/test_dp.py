@@ -1,5 +1,6 @@
 """Client-level DP (DP-FedAvg, McMahan et al. 2018): clipping and the noise scale (the accounting is tested in
 tests/test_privacy_accounting.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -121,9 +122,11 @@ def test_fedbuff_with_dp_puts_at_most_one_update_per_client_in_a_buffer(tmp_path
 
     import raydiff
 
-    cfg = {"clients": {"num_clients": 10, "dropout": 0.1, "speed": {"dist": "lognormal", "sigma": 1.0}},
-           "strategy": {"name": "fedbuff", "concurrency": 8, "buffer_size": 4, "dp": {"enabled": True}},
-           "run": {"dry_run": True, "max_updates": 300}}
+    cfg = {
+        "clients": {"num_clients": 10, "dropout": 0.1, "speed": {"dist": "lognormal", "sigma": 1.0}},
+        "strategy": {"name": "fedbuff", "concurrency": 8, "buffer_size": 4, "dp": {"enabled": True}},
+        "run": {"dry_run": True, "max_updates": 300},
+    }
     raydiff.run(cfg, out=tmp_path / "dp", progress=False)
     ev = pd.read_parquet(tmp_path / "dp" / "events.parquet")
     applied = ev[ev.status == "applied"]

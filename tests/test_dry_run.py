@@ -5,6 +5,7 @@ over-selection and deadlines, transfer times, speed-data correlation, and scale.
 
 Each run here takes well under a second after the first (which pays for importing torch/diffusers).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -37,6 +38,7 @@ BASE: dict[str, Any] = {
     "run": {"dry_run": True, "max_updates": 20},
 }
 
+
 def merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -64,8 +66,12 @@ def check_final_statuses(ev: pd.DataFrame, summary: dict[str, Any]) -> None:
     assert ev.job_id.tolist() == list(range(len(ev)))
     assert set(ev.status) <= FINAL, set(ev.status)
     assert summary["jobs_dispatched"] == len(ev)
-    for status, key in [("applied", "updates_applied"), ("dropped", "jobs_dropped"), ("failed", "jobs_failed"),
-                        ("rejected", "jobs_rejected")]:
+    for status, key in [
+        ("applied", "updates_applied"),
+        ("dropped", "jobs_dropped"),
+        ("failed", "jobs_failed"),
+        ("rejected", "jobs_rejected"),
+    ]:
         assert summary[key] == int((ev.status == status).sum())
     applied = ev.status == "applied"
     assert ev.applied_version[applied].notna().all() and ev.applied_version[~applied].isna().all()
@@ -91,6 +97,7 @@ def rounds(ev: pd.DataFrame) -> list[pd.DataFrame]:
 # the run folder, without Ray
 # ============================================================================================
 
+
 def test_dry_run_writes_the_run_folder_without_ray(tmp_path, monkeypatch):
     def no_ray(*a, **k):
         raise AssertionError("a dry run must not start Ray")
@@ -101,8 +108,14 @@ def test_dry_run_writes_the_run_folder_without_ray(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     r = raydiff.run(merge(BASE, {}), out=tmp_path / "out", progress=False)
     assert r.out_dir == tmp_path / "out"
-    assert {p.name for p in r.out_dir.iterdir()} == {"config.yaml", "events.parquet", "summary.json",
-                                                     "partition.parquet", "partition.png"}
+    assert {p.name for p in r.out_dir.iterdir()} == {
+        "config.yaml",
+        "events.parquet",
+        "summary.json",
+        "partition.parquet",
+        "partition.png",
+        "status.json",
+    }
     saved = json.loads((r.out_dir / "summary.json").read_text())
     assert saved == json.loads(json.dumps(r.summary))
     assert saved["dry_run"] is True and saved["model_sha256"] is None
@@ -123,10 +136,13 @@ def test_callback_sees_every_version(tmp_path):
 # ============================================================================================
 
 RICH = dict(
-    clients={"num_clients": 12, "dropout": 0.2,
-             "speed": {"dist": "lognormal", "sigma": 0.8, "jitter": 0.3},
-             "network": {"sigma": 0.5},
-             "availability": {"mode": "onoff", "mean_on_s": 3.0, "mean_off_s": 1.0}},
+    clients={
+        "num_clients": 12,
+        "dropout": 0.2,
+        "speed": {"dist": "lognormal", "sigma": 0.8, "jitter": 0.3},
+        "network": {"sigma": 0.5},
+        "availability": {"mode": "onoff", "mean_on_s": 3.0, "mean_off_s": 1.0},
+    },
     strategy={"name": "fedbuff", "concurrency": 5, "buffer_size": 2},
     run={"max_updates": 30},
 )
@@ -140,15 +156,18 @@ def test_same_seed_same_events_different_seed_different_events(tmp_path):
     timing = {"wall_seconds", "loop_seconds", "events_per_second"}
     assert {k: v for k, v in sa.items() if k not in timing} == {k: v for k, v in sb.items() if k not in timing}
     assert not a.equals(c)
-    assert a.finish_vtime.tolist() != c.finish_vtime.tolist()[:len(a)]
+    assert a.finish_vtime.tolist() != c.finish_vtime.tolist()[: len(a)]
     # the rich config exercised every kind of outcome
     assert {"applied", "dropped", "failed"} <= set(a.status)
 
 
-@pytest.mark.parametrize("strategy", [
-    {"name": "fedavg", "clients_per_round": 3, "over_selection": 0.34, "deadline_s": 1.5},
-    {"name": "fedasync", "concurrency": 4},
-])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"name": "fedavg", "clients_per_round": 3, "over_selection": 0.34, "deadline_s": 1.5},
+        {"name": "fedasync", "concurrency": 4},
+    ],
+)
 def test_determinism_other_strategies(tmp_path, strategy):
     cfg = merge(RICH, {"strategy": strategy})
     cfg["strategy"] = strategy
@@ -161,10 +180,15 @@ def test_determinism_other_strategies(tmp_path, strategy):
 # final statuses and version accounting
 # ============================================================================================
 
+
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_fedbuff_applies_k_updates_per_version(tmp_path, k):
-    ev, s = dry(tmp_path, clients={"num_clients": 12, "dropout": 0.1, "speed": {"dist": "lognormal"}},
-                strategy={"name": "fedbuff", "concurrency": 6, "buffer_size": k}, run={"max_updates": 15})
+    ev, s = dry(
+        tmp_path,
+        clients={"num_clients": 12, "dropout": 0.1, "speed": {"dist": "lognormal"}},
+        strategy={"name": "fedbuff", "concurrency": 6, "buffer_size": k},
+        run={"max_updates": 15},
+    )
     check_final_statuses(ev, s)
     check_one_job_at_a_time(ev)
     applied = ev[ev.status == "applied"]
@@ -181,8 +205,12 @@ def test_fedbuff_applies_k_updates_per_version(tmp_path, k):
 
 
 def fedasync_case(tmp_path):
-    return dry(tmp_path, clients={"num_clients": 12, "dropout": 0.1, "speed": {"dist": "lognormal"}},
-               strategy={"name": "fedasync", "concurrency": 6}, run={"max_updates": 25})
+    return dry(
+        tmp_path,
+        clients={"num_clients": 12, "dropout": 0.1, "speed": {"dist": "lognormal"}},
+        strategy={"name": "fedasync", "concurrency": 6},
+        run={"max_updates": 25},
+    )
 
 
 def test_fedasync_applies_one_update_per_version(tmp_path):
@@ -196,8 +224,12 @@ def test_fedasync_applies_one_update_per_version(tmp_path):
 
 
 def test_fedavg_statuses_and_versions(tmp_path):
-    ev, s = dry(tmp_path, clients={"num_clients": 10, "dropout": 0.2, "speed": {"dist": "lognormal"}},
-                strategy={"name": "fedavg", "clients_per_round": 4}, run={"max_updates": 10})
+    ev, s = dry(
+        tmp_path,
+        clients={"num_clients": 10, "dropout": 0.2, "speed": {"dist": "lognormal"}},
+        strategy={"name": "fedavg", "clients_per_round": 4},
+        run={"max_updates": 10},
+    )
     check_final_statuses(ev, s)
     check_one_job_at_a_time(ev)
     assert s["final_version"] == 10
@@ -215,6 +247,7 @@ def test_fedavg_statuses_and_versions(tmp_path):
 # dropout and availability
 # ============================================================================================
 
+
 def test_dropout_gives_dropped_jobs_in_the_phase_they_name(tmp_path):
     ev, s = dry(tmp_path, clients={"num_clients": 10, "dropout": 0.4}, run={"max_updates": 30})
     check_final_statuses(ev, s)
@@ -225,19 +258,29 @@ def test_dropout_gives_dropped_jobs_in_the_phase_they_name(tmp_path):
     elapsed = dropped.finish_vtime - dropped.dispatch_vtime
     total = dropped.download_s + dropped.compute_s + dropped.upload_s
     assert (elapsed < total).all()
-    phase = np.where(elapsed < dropped.download_s, "download",
-                     np.where(elapsed < dropped.download_s + dropped.compute_s, "compute", "upload"))
+    phase = np.where(
+        elapsed < dropped.download_s,
+        "download",
+        np.where(elapsed < dropped.download_s + dropped.compute_s, "compute", "upload"),
+    )
     assert (dropped.failure_reason == "dropout_" + pd.Series(phase, index=dropped.index)).all()
     assert "failed" not in set(ev.status)  # no availability limits: nothing fails for being offline
     # finished jobs take exactly their three phases
     ok = ev[ev.status == "applied"]
-    np.testing.assert_allclose(ok.finish_vtime - ok.dispatch_vtime, ok.download_s + ok.compute_s + ok.upload_s,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        ok.finish_vtime - ok.dispatch_vtime, ok.download_s + ok.compute_s + ok.upload_s, rtol=1e-12
+    )
 
 
-ONOFF = dict(clients={"num_clients": 10, "speed": {"dist": "lognormal", "sigma": 0.5},
-                      "availability": {"mode": "onoff", "mean_on_s": 2.0, "mean_off_s": 1.0}},
-             strategy={"name": "fedbuff", "concurrency": 4, "buffer_size": 2}, run={"max_updates": 40})
+ONOFF = dict(
+    clients={
+        "num_clients": 10,
+        "speed": {"dist": "lognormal", "sigma": 0.5},
+        "availability": {"mode": "onoff", "mean_on_s": 2.0, "mean_off_s": 1.0},
+    },
+    strategy={"name": "fedbuff", "concurrency": 4, "buffer_size": 2},
+    run={"max_updates": 40},
+)
 
 
 def test_onoff_availability_gives_offline_failures(tmp_path):
@@ -273,16 +316,20 @@ class RecordingOnOff(OnOffAvailability):
         return bool(self.initial[c]) ^ (bisect.bisect_right(self.timeline(c), t) % 2 == 1)
 
 
-@pytest.mark.parametrize("strategy", [
-    {"name": "fedbuff", "concurrency": 4, "buffer_size": 2},
-    {"name": "fedavg", "clients_per_round": 3},
-])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"name": "fedbuff", "concurrency": 4, "buffer_size": 2},
+        {"name": "fedavg", "clients_per_round": 3},
+    ],
+)
 def test_no_dispatch_to_an_offline_client_and_offline_failures_at_the_switch(tmp_path, monkeypatch, strategy):
     made: list[RecordingOnOff] = []
 
     def make(cfg, profiles, rng):
-        made.append(RecordingOnOff(np.array([p.mean_on_s for p in profiles]),
-                                   np.array([p.mean_off_s for p in profiles]), rng))
+        made.append(
+            RecordingOnOff(np.array([p.mean_on_s for p in profiles]), np.array([p.mean_off_s for p in profiles]), rng)
+        )
         return made[-1]
 
     monkeypatch.setattr(runner, "make_availability", make)
@@ -309,6 +356,7 @@ def test_no_dispatch_to_an_offline_client_and_offline_failures_at_the_switch(tmp
 
 def test_onoff_dispatches_as_soon_as_a_client_comes_online(tmp_path, monkeypatch):
     """Nobody online at t=0: the first dispatch waits for the first client to come online (a Wake)."""
+
     class Scripted(Availability):
         def is_on(self, c, t):
             return t >= 5.0 + c
@@ -320,8 +368,12 @@ def test_onoff_dispatches_as_soon_as_a_client_comes_online(tmp_path, monkeypatch
             return max(t, 5.0 + c)
 
     monkeypatch.setattr(runner, "make_availability", lambda cfg, profiles, rng: Scripted())
-    ev, _ = dry(tmp_path, clients={"num_clients": 3, "speed": {"mean": 10.0}},  # jobs take ~32 s
-                strategy={"name": "fedbuff", "concurrency": 3, "buffer_size": 1}, run={"max_updates": 3})
+    ev, _ = dry(
+        tmp_path,
+        clients={"num_clients": 3, "speed": {"mean": 10.0}},  # jobs take ~32 s
+        strategy={"name": "fedbuff", "concurrency": 3, "buffer_size": 1},
+        run={"max_updates": 3},
+    )
     first = ev.groupby("client_id").dispatch_vtime.min().to_dict()
     assert first == {0: 5.0, 1: 6.0, 2: 7.0}
 
@@ -352,17 +404,24 @@ def test_client_back_online_before_a_pending_wake_is_dispatched_at_once(tmp_path
     t=1: client 0 is idle and offline, back at 2 -> its next job should start at 2, not at 10."""
     av = Intervals({0: [(0.0, 1.0), (2.0, math.inf)], 1: [(10.0, math.inf)]})
     monkeypatch.setattr(runner, "make_availability", lambda cfg, profiles, rng: av)
-    ev, _ = dry(tmp_path, clients={"num_clients": 2, "speed": {"mean": 10.0}},
-                strategy={"name": "fedbuff", "concurrency": 2, "buffer_size": 1}, run={"max_updates": 2})
+    ev, _ = dry(
+        tmp_path,
+        clients={"num_clients": 2, "speed": {"mean": 10.0}},
+        strategy={"name": "fedbuff", "concurrency": 2, "buffer_size": 1},
+        run={"max_updates": 2},
+    )
     c0 = ev[ev.client_id == 0].sort_values("job_id")
     assert c0.failure_reason.iloc[0] == "offline_compute" and c0.finish_vtime.iloc[0] == 1.0
     assert c0.dispatch_vtime.iloc[1] == 2.0
 
 
 def test_bernoulli_availability_runs_and_retries(tmp_path):
-    ev, s = dry(tmp_path, clients={"num_clients": 6, "availability": {"mode": "bernoulli", "p": 0.2,
-                                                                     "retry_s": 0.25}},
-                strategy={"name": "fedbuff", "concurrency": 6, "buffer_size": 2}, run={"max_updates": 10})
+    ev, s = dry(
+        tmp_path,
+        clients={"num_clients": 6, "availability": {"mode": "bernoulli", "p": 0.2, "retry_s": 0.25}},
+        strategy={"name": "fedbuff", "concurrency": 6, "buffer_size": 2},
+        run={"max_updates": 10},
+    )
     check_final_statuses(ev, s)
     check_one_job_at_a_time(ev)
     assert s["final_version"] == 10
@@ -384,10 +443,14 @@ def test_max_vtime_stops_the_run(tmp_path):
 # FedAvg: over-selection, deadlines, empty rounds
 # ============================================================================================
 
+
 def test_fedavg_over_selection_keeps_the_first_to_report(tmp_path):
-    ev, s = dry(tmp_path, clients={"num_clients": 12, "speed": {"dist": "lognormal", "sigma": 1.0}},
-                strategy={"name": "fedavg", "clients_per_round": 4, "over_selection": 0.5},
-                run={"max_updates": 8})
+    ev, s = dry(
+        tmp_path,
+        clients={"num_clients": 12, "speed": {"dist": "lognormal", "sigma": 1.0}},
+        strategy={"name": "fedavg", "clients_per_round": 4, "over_selection": 0.5},
+        run={"max_updates": 8},
+    )
     check_final_statuses(ev, s)
     assert s["final_version"] == 8
     rs = rounds(ev)
@@ -406,9 +469,12 @@ def test_fedavg_over_selection_keeps_the_first_to_report(tmp_path):
 
 def test_fedavg_deadline_cuts_stragglers(tmp_path):
     deadline = 0.8
-    ev, s = dry(tmp_path, clients={"num_clients": 12, "speed": {"dist": "lognormal", "sigma": 1.0}},
-                strategy={"name": "fedavg", "clients_per_round": 4, "deadline_s": deadline},
-                run={"max_updates": 8})
+    ev, s = dry(
+        tmp_path,
+        clients={"num_clients": 12, "speed": {"dist": "lognormal", "sigma": 1.0}},
+        strategy={"name": "fedavg", "clients_per_round": 4, "deadline_s": deadline},
+        run={"max_updates": 8},
+    )
     check_final_statuses(ev, s)
     rs = rounds(ev)
     cut = empty = 0
@@ -441,9 +507,12 @@ def test_fedavg_deadline_cuts_stragglers(tmp_path):
 
 
 def test_fedavg_over_selection_and_deadline_together(tmp_path):
-    ev, s = dry(tmp_path, clients={"num_clients": 12, "speed": {"dist": "lognormal", "sigma": 1.0}},
-                strategy={"name": "fedavg", "clients_per_round": 3, "over_selection": 1.0, "deadline_s": 0.7},
-                run={"max_updates": 10})
+    ev, s = dry(
+        tmp_path,
+        clients={"num_clients": 12, "speed": {"dist": "lognormal", "sigma": 1.0}},
+        strategy={"name": "fedavg", "clients_per_round": 3, "over_selection": 1.0, "deadline_s": 0.7},
+        run={"max_updates": 10},
+    )
     check_final_statuses(ev, s)
     for g in rounds(ev):
         assert len(g) == 6
@@ -453,8 +522,12 @@ def test_fedavg_over_selection_and_deadline_together(tmp_path):
 
 
 def test_fedavg_round_where_everyone_drops_leaves_the_version(tmp_path):
-    ev, s = dry(tmp_path, clients={"num_clients": 6, "dropout": 0.8},
-                strategy={"name": "fedavg", "clients_per_round": 2}, run={"max_updates": 6})
+    ev, s = dry(
+        tmp_path,
+        clients={"num_clients": 6, "dropout": 0.8},
+        strategy={"name": "fedavg", "clients_per_round": 2},
+        run={"max_updates": 6},
+    )
     check_final_statuses(ev, s)
     assert s["final_version"] == 6
     rs = rounds(ev)
@@ -474,12 +547,20 @@ def test_fedavg_round_where_everyone_drops_leaves_the_version(tmp_path):
 # transfer and compute times
 # ============================================================================================
 
+
 def test_transfer_columns_follow_the_network(tmp_path):
-    ev, s = dry(tmp_path, clients={"num_clients": 8, "dropout": 0.2, "speed": {"mean": 640.0},
-                                   "network": {"down_mbps": 40.0, "up_mbps": 8.0, "latency_s": 0.03}},
-                train={"local_steps": 3, "batch_size": 16})
+    ev, s = dry(
+        tmp_path,
+        clients={
+            "num_clients": 8,
+            "dropout": 0.2,
+            "speed": {"mean": 640.0},
+            "network": {"down_mbps": 40.0, "up_mbps": 8.0, "latency_s": 0.03},
+        },
+        train={"local_steps": 3, "batch_size": 16},
+    )
     vb = s["vector_bytes"]
-    assert vb == 4 * sum(p.numel() for p in build_unet(ModelConfig(), 8, 1).parameters())  # digits: 8x8 greyscale, float32 parameters
+    assert vb == 4 * sum(p.numel() for p in build_unet(ModelConfig(), 8, 1).parameters())  # digits 8x8 grey, float32
     assert (ev.download_bytes == vb).all() and (ev.upload_bytes == vb).all()
     np.testing.assert_allclose(ev.download_s, 0.03 + vb / (40.0 * MBPS), rtol=1e-12)
     np.testing.assert_allclose(ev.upload_s, 0.03 + vb / (8.0 * MBPS), rtol=1e-12)
@@ -512,10 +593,13 @@ def slow_run(tmp_path, monkeypatch, strategy, slow_classes):
     return ev, seen
 
 
-@pytest.mark.parametrize("strategy", [
-    {"name": "fedbuff", "concurrency": 8, "buffer_size": 2},
-    {"name": "fedasync", "concurrency": 8},
-])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"name": "fedbuff", "concurrency": 8, "buffer_size": 2},
+        {"name": "fedasync", "concurrency": 8},
+    ],
+)
 def test_slow_classes_raise_the_staleness_of_their_holders(tmp_path, monkeypatch, strategy):
     classes = [0, 1, 2]
     tied, seen = slow_run(tmp_path, monkeypatch, strategy, classes)
@@ -547,11 +631,15 @@ def test_slow_classes_raise_the_staleness_of_their_holders(tmp_path, monkeypatch
 # scale
 # ============================================================================================
 
+
 def test_scale_10k_clients_100k_events(tmp_path):
-    ev, s = dry(tmp_path, data={"dataset": "synthetic", "partition": "iid"},
-                clients={"num_clients": 10_000, "speed": {"dist": "lognormal", "sigma": 0.5}},
-                strategy={"name": "fedbuff", "concurrency": 1000, "buffer_size": 4},
-                run={"max_updates": 25_000})
+    ev, s = dry(
+        tmp_path,
+        data={"dataset": "synthetic", "partition": "iid"},
+        clients={"num_clients": 10_000, "speed": {"dist": "lognormal", "sigma": 0.5}},
+        strategy={"name": "fedbuff", "concurrency": 1000, "buffer_size": 4},
+        run={"max_updates": 25_000},
+    )
     assert s["final_version"] == 25_000
     assert len(ev) >= 100_000
     assert (ev.status == "applied").sum() == 4 * 25_000

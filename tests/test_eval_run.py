@@ -1,5 +1,6 @@
 """Evaluation inside runs: the schedule (dry, no Ray), evaluation off the training path (real Ray run),
 FID columns in evals.parquet, grids with the configured sampler, and ``raydiff sample``."""
+
 from __future__ import annotations
 
 import copy
@@ -13,22 +14,31 @@ import pytest
 from PIL import Image
 
 import raydiff
-from raydiff.outputs import grid_image
 from raydiff.dry_run import DryExecutor
+from raydiff.outputs import grid_image
 
-DRY = {"name": "dry-eval", "seed": 0, "clients": {"num_clients": 10},
-       "strategy": {"name": "fedbuff", "concurrency": 4, "buffer_size": 2},
-       "run": {"dry_run": True, "max_updates": 40}}
+DRY = {
+    "name": "dry-eval",
+    "seed": 0,
+    "clients": {"num_clients": 10},
+    "strategy": {"name": "fedbuff", "concurrency": 4, "buffer_size": 2},
+    "run": {"dry_run": True, "max_updates": 40},
+}
 
 
 def _dry_schedule(monkeypatch, tmp_path, **ev):
     """(evaluate calls as (version, vtime, fid), every version's vtime) of a dry run with ``eval`` = ev."""
     calls, versions = [], {0: 0.0}
-    monkeypatch.setattr(DryExecutor, "evaluate",
-                        lambda self, v, t, h, fid=False: calls.append((v, t, fid)), raising=True)
+    monkeypatch.setattr(
+        DryExecutor, "evaluate", lambda self, v, t, h, fid=False: calls.append((v, t, fid)), raising=True
+    )
     cfg = dict(DRY, eval=ev)
-    raydiff.run(cfg, out=tmp_path / "dry", progress=False,
-                callback=lambda info: versions.__setitem__(info["version"], info["vtime"]))
+    raydiff.run(
+        cfg,
+        out=tmp_path / "dry",
+        progress=False,
+        callback=lambda info: versions.__setitem__(info["version"], info["vtime"]),
+    )
     return calls, versions
 
 
@@ -60,13 +70,24 @@ def slow_eval_run(ray_session, tmp_path_factory):
     from conftest import TINY
 
     cfg = copy.deepcopy(TINY)
-    cfg["eval"].update(every_versions=1, fid_every_versions=1, fid_num_samples=400, sampler="ddim",
-                       sample_steps=10, sample_every_versions=3, num_samples=9,
-                       cache_dir=str(tmp_path_factory.mktemp("judges")))
+    cfg["eval"].update(
+        every_versions=1,
+        fid_every_versions=1,
+        fid_num_samples=400,
+        sampler="ddim",
+        sample_steps=10,
+        sample_every_versions=3,
+        num_samples=9,
+        cache_dir=str(tmp_path_factory.mktemp("judges")),
+    )
     arrivals: list[tuple[int, float]] = []
     t0 = time.perf_counter()
-    res = raydiff.run(cfg, out=tmp_path_factory.mktemp("slow") / "run", progress=False,
-                      callback=lambda info: arrivals.append((info["version"], time.perf_counter())))
+    res = raydiff.run(
+        cfg,
+        out=tmp_path_factory.mktemp("slow") / "run",
+        progress=False,
+        callback=lambda info: arrivals.append((info["version"], time.perf_counter())),
+    )
     return res, arrivals, time.perf_counter() - t0
 
 
@@ -109,14 +130,26 @@ def test_sample_cli_writes_grid_of_the_right_size(slow_eval_run, tmp_path, capsy
 
     res, _, _ = slow_eval_run
     out = tmp_path / "grid.png"
-    args = ["sample", str(res.out_dir), "--n", "10", "--out", str(out), "--sampler", "ddim", "--steps", "5",
-            "--seed", "1"]
+    args = [
+        "sample",
+        str(res.out_dir),
+        "--n",
+        "10",
+        "--out",
+        str(out),
+        "--sampler",
+        "ddim",
+        "--steps",
+        "5",
+        "--seed",
+        "1",
+    ]
     assert main(args) == 0
     expected = grid_image(np.zeros((10, 1, 8, 8), np.float32)).size  # 4 x 3 tiles of 8 px, upscaled
     with Image.open(out) as img:
         assert img.size == expected
         first = np.asarray(img).copy()
-    assert main(args[:5] + [str(tmp_path / "again.png")] + args[6:]) == 0
+    assert main([*args[:5], str(tmp_path / "again.png"), *args[6:]]) == 0
     with Image.open(tmp_path / "again.png") as img:
         np.testing.assert_array_equal(np.asarray(img), first)  # seeded
     capsys.readouterr()
@@ -133,10 +166,38 @@ def test_sample_cli_defaults_to_the_runs_own_sampler(slow_eval_run, tmp_path):
     res, _, _ = slow_eval_run
     common = ["--n", "6", "--seed", "2"]
     assert main(["sample", str(res.out_dir), "--out", str(tmp_path / "default.png"), *common]) == 0
-    assert main(["sample", str(res.out_dir), "--out", str(tmp_path / "ddim10.png"), "--sampler", "ddim",
-                 "--steps", "10", *common]) == 0
-    assert main(["sample", str(res.out_dir), "--out", str(tmp_path / "ddim5.png"), "--sampler", "ddim",
-                 "--steps", "5", *common]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(res.out_dir),
+                "--out",
+                str(tmp_path / "ddim10.png"),
+                "--sampler",
+                "ddim",
+                "--steps",
+                "10",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "sample",
+                str(res.out_dir),
+                "--out",
+                str(tmp_path / "ddim5.png"),
+                "--sampler",
+                "ddim",
+                "--steps",
+                "5",
+                *common,
+            ]
+        )
+        == 0
+    )
     grids = {}
     for name in ("default", "ddim10", "ddim5"):
         with Image.open(tmp_path / f"{name}.png") as img:

@@ -1,4 +1,5 @@
 """FedProx (Li et al. 2020) in local training: the proximal gradient, and its pull toward the start."""
+
 from __future__ import annotations
 
 import functools
@@ -30,7 +31,7 @@ class TestProxGradient:
         assert q.grad.tolist() == [1.0, -4.0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _train(mu: float) -> tuple[np.ndarray, np.ndarray, float]:
     """10 Adam steps of the tiny UNet on fixed random images; returns (start, end, loss). Cached: read only."""
     cfg = ModelConfig(preset="tiny", num_train_timesteps=50)
@@ -38,15 +39,16 @@ def _train(mu: float) -> tuple[np.ndarray, np.ndarray, float]:
     start = fm.vector()
     images = np.random.default_rng(0).uniform(-1, 1, (32, 1, 8, 8)).astype(np.float32)
     batches = batch_stream(np.arange(32), 8, 10, np.random.default_rng(1))
-    loss, seen = train_local(fm, build_scheduler(cfg), images, batches, 2e-3, torch.Generator().manual_seed(2),
-                             prox_mu=mu)
+    loss, seen = train_local(
+        fm, build_scheduler(cfg), images, batches, 2e-3, torch.Generator().manual_seed(2), prox_mu=mu
+    )
     assert seen == 80
     return start, fm.vector(), loss
 
 
 class TestTrainLocal:
     def test_large_mu_stays_near_the_start(self):
-        s0, w0, loss0 = _train(0.0)
+        s0, w0, _loss0 = _train(0.0)
         s1, w1, loss1 = _train(1e4)
         assert s0.tobytes() == s1.tobytes()
         far, near = np.linalg.norm(w0 - s0), np.linalg.norm(w1 - s1)
@@ -54,7 +56,7 @@ class TestTrainLocal:
         assert np.isfinite(loss1)
 
     def test_mu_zero_is_plain_training(self):
-        s, w, _ = _train(0.0)
+        _s, w, _ = _train(0.0)
         cfg = ModelConfig(preset="tiny", num_train_timesteps=50)
         fm = FlatModel(build_unet(cfg, 8, 1, seed=0))
         images = np.random.default_rng(0).uniform(-1, 1, (32, 1, 8, 8)).astype(np.float32)
@@ -66,5 +68,12 @@ class TestTrainLocal:
         cfg = ModelConfig(preset="tiny", num_train_timesteps=50)
         fm = FlatModel(build_unet(cfg, 8, 1, seed=0))
         with pytest.raises(ValueError, match="prox_mu"):
-            train_local(fm, build_scheduler(cfg), np.zeros((1, 1, 8, 8), np.float32), np.zeros((1, 1), np.int64),
-                        1e-3, torch.Generator(), prox_mu=-1.0)
+            train_local(
+                fm,
+                build_scheduler(cfg),
+                np.zeros((1, 1, 8, 8), np.float32),
+                np.zeros((1, 1), np.int64),
+                1e-3,
+                torch.Generator(),
+                prox_mu=-1.0,
+            )

@@ -2,6 +2,7 @@
 
 Each trick must leave training exactly what it was: same weights bit for bit on the CPU.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -76,8 +77,7 @@ def test_grads_are_rebound_after_something_set_them_to_none():
     assert not fm.grads_bound()
     images = _images()
     loss, w, _ = _flat(images, _batches(len(images)))
-    l2, _ = train_local(fm, build_scheduler(CFG), images, _batches(len(images)), 2e-3,
-                        torch.Generator().manual_seed(9))
+    l2, _ = train_local(fm, build_scheduler(CFG), images, _batches(len(images)), 2e-3, torch.Generator().manual_seed(9))
     assert l2 == loss and fm.vector().tobytes() == w.tobytes()
 
 

@@ -1,4 +1,5 @@
 """The GPU-path options run on the CPU too (bf16 autocast, channels_last inputs) and stay deterministic."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,9 @@ def _train(**kw):
     fm = FlatModel(build_unet(ModelConfig(), 8, 1, seed=0))
     images = load_digits_set().images
     batches = np.random.default_rng(0).integers(0, len(images), (3, 8))
-    loss, seen = train_local(fm, build_scheduler(ModelConfig()), images, batches, 2e-3,
-                             torch.Generator().manual_seed(0), **kw)
+    loss, _seen = train_local(
+        fm, build_scheduler(ModelConfig()), images, batches, 2e-3, torch.Generator().manual_seed(0), **kw
+    )
     return loss, fm.vector()
 
 
@@ -49,10 +51,16 @@ def test_compiled_client_trains_the_flat_model_like_eager():
     base = FlatModel(build_unet(ModelConfig(), 8, 1, seed=0)).vector()
     deltas = {}
     for comp in (False, True):
-        cfg = load_config({"model": {"preset": "tiny"}, "data": {"image_size": 8}, "clients": {"num_cpus": 1},
-                           "train": {"local_steps": 3, "batch_size": 8, "device": "cpu", "compile": comp}})
+        cfg = load_config(
+            {
+                "model": {"preset": "tiny"},
+                "data": {"image_size": 8},
+                "clients": {"num_cpus": 1},
+                "train": {"local_steps": 3, "batch_size": 8, "device": "cpu", "compile": comp},
+            }
+        )
         w = ClientWorker(cfg, images, "w")
-        metrics, deltas[comp], _ = w.train(JobSpec(0, 0, 1, np.arange(100), 3, 8), base)
+        _metrics, deltas[comp], _ = w.train(JobSpec(0, 0, 1, np.arange(100), 3, 8), base)
         assert w.fm.grads_bound()
     assert np.abs(deltas[False]).max() > 1e-3  # it trained
     gap = np.abs(deltas[True] - deltas[False])

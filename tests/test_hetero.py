@@ -4,6 +4,7 @@ network spread, device traces, speed-data correlation and availability processes
 
 No Ray: everything here is pure numpy.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,6 +53,7 @@ def reference_draws(seed: int) -> tuple[float, float, float]:
 # ============================================================================================
 # plan_job: hand-computed timings
 # ============================================================================================
+
 
 def test_plan_without_dropout_matches_hand_computation():
     p = plan(0.0, np.random.default_rng(0))
@@ -128,15 +130,19 @@ def test_dropout_frequency():
 # plan_job: the RNG contract (three draws per job, always)
 # ============================================================================================
 
-@pytest.mark.parametrize("kw", [
-    dict(dropout=0.0),
-    dict(dropout=1.0),
-    dict(dropout=0.0, jitter=0.5),
-    dict(dropout=1.0, jitter=0.5),
-    dict(dropout=0.0, offline_after=0.5),
-    dict(dropout=1.0, offline_after=0.5, jitter=2.0),
-    dict(dropout=0.0, offline_after=0.0),
-])
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(dropout=0.0),
+        dict(dropout=1.0),
+        dict(dropout=0.0, jitter=0.5),
+        dict(dropout=1.0, jitter=0.5),
+        dict(dropout=0.0, offline_after=0.5),
+        dict(dropout=1.0, offline_after=0.5, jitter=2.0),
+        dict(dropout=0.0, offline_after=0.0),
+    ],
+)
 def test_rng_stream_is_three_draws_whatever_the_outcome(kw):
     """After one plan_job the generator is exactly where random(), random(), standard_normal() leave it,
     whether the job finishes, drops out, goes offline, and whether jitter is on or off."""
@@ -164,6 +170,7 @@ def test_rng_stream_does_not_depend_on_outcome():
 # ============================================================================================
 # plan_job: jitter
 # ============================================================================================
+
 
 def test_jitter_zero_gives_exactly_samples_over_speed():
     rng = np.random.default_rng(5)
@@ -201,8 +208,10 @@ def test_jitter_preserves_mean_compute_time():
 # plan_job: offline failures
 # ============================================================================================
 
-@pytest.mark.parametrize("after,phase", [(1.0, "download"), (0.0, "download"), (2.2, "compute"),
-                                         (3.0, "upload"), (4.5, "upload")])
+
+@pytest.mark.parametrize(
+    "after,phase", [(1.0, "download"), (0.0, "download"), (2.2, "compute"), (3.0, "upload"), (4.5, "upload")]
+)
 def test_offline_before_the_end_fails_at_exactly_offline_after(after, phase):
     p = plan(0.0, np.random.default_rng(0), offline_after=after)
     assert p.fails is True
@@ -240,6 +249,7 @@ def test_earlier_offline_wins_over_later_dropout():
 # speeds: distributions
 # ============================================================================================
 
+
 def speeds(n: int, seed: int = 0, **speed) -> np.ndarray:
     return sample_speeds(ClientsConfig(num_clients=n, speed=SpeedConfig(**speed)), np.random.default_rng(seed))
 
@@ -270,7 +280,7 @@ def test_lognormal_is_deterministic():
 def test_lognormal_ks(mean, sigma):
     """log(speed) ~ N(log(mean) - sigma^2/2, sigma): scipy's lognorm(s=sigma, scale=mean*exp(-sigma^2/2))."""
     s = speeds(5000, seed=17, dist="lognormal", mean=mean, sigma=sigma)
-    dist = stats.lognorm(s=sigma, scale=mean * math.exp(-sigma ** 2 / 2))
+    dist = stats.lognorm(s=sigma, scale=mean * math.exp(-(sigma**2) / 2))
     assert stats.kstest(s, dist.cdf).pvalue > 0.01
     # power check: the median parameterisation (scale=mean) is clearly rejected at this sample size
     wrong = stats.lognorm(s=sigma, scale=mean)
@@ -288,12 +298,15 @@ def test_pareto_ks(mean, shape):
     assert stats.kstest(s, stats.pareto(b=shape, scale=mean).cdf).pvalue < 1e-6
 
 
-@pytest.mark.parametrize("speed", [
-    dict(dist="constant", mean=700.0),
-    dict(dist="lognormal", mean=700.0, sigma=0.8),
-    dict(dist="pareto", mean=700.0, shape=3.0),
-    dict(dist="pareto", mean=700.0, shape=2.5),
-])
+@pytest.mark.parametrize(
+    "speed",
+    [
+        dict(dist="constant", mean=700.0),
+        dict(dist="lognormal", mean=700.0, sigma=0.8),
+        dict(dist="pareto", mean=700.0, shape=3.0),
+        dict(dist="pareto", mean=700.0, shape=2.5),
+    ],
+)
 def test_sample_mean_is_the_configured_mean(speed):
     s = speeds(200_000, seed=1, **speed)
     assert s.mean() == pytest.approx(700.0, rel=0.03)
@@ -302,6 +315,7 @@ def test_sample_mean_is_the_configured_mean(speed):
 # ============================================================================================
 # speeds: tiers
 # ============================================================================================
+
 
 def tiers(n: int, fractions, tier_speeds, seed: int = 0) -> np.ndarray:
     return speeds(n, seed=seed, dist="tiers", tier_fractions=tuple(fractions), tier_speeds=tuple(tier_speeds))
@@ -325,15 +339,18 @@ def test_tiers_are_shuffled_over_clients():
     assert np.array_equal(s, tiers(100, [0.5, 0.3, 0.2], [1.0, 2.0, 3.0]))  # and only the seed
 
 
-@pytest.mark.parametrize("n,fractions,expected", [
-    (7, [0.5, 0.3, 0.2], [4, 2, 1]),  # 3.5, 2.1, 1.4 -> floors 3,2,1; the 1 left goes to .5
-    (9, [0.5, 0.3, 0.2], [4, 3, 2]),  # 4.5, 2.7, 1.8 -> floors 4,2,1; 2 left go to .8 then .7
-    (10, [1 / 3, 1 / 3, 1 / 3], [4, 3, 3]),  # equal remainders: the earlier tier first
-    (11, [1 / 3, 1 / 3, 1 / 3], [4, 4, 3]),
-    (1, [0.6, 0.4], [1, 0]),
-    (3, [0.0, 1.0], [0, 3]),
-    (100, [0.29, 0.71], [29, 71]),  # 0.29*100 is 28.999999999999996 in floating point
-])
+@pytest.mark.parametrize(
+    "n,fractions,expected",
+    [
+        (7, [0.5, 0.3, 0.2], [4, 2, 1]),  # 3.5, 2.1, 1.4 -> floors 3,2,1; the 1 left goes to .5
+        (9, [0.5, 0.3, 0.2], [4, 3, 2]),  # 4.5, 2.7, 1.8 -> floors 4,2,1; 2 left go to .8 then .7
+        (10, [1 / 3, 1 / 3, 1 / 3], [4, 3, 3]),  # equal remainders: the earlier tier first
+        (11, [1 / 3, 1 / 3, 1 / 3], [4, 4, 3]),
+        (1, [0.6, 0.4], [1, 0]),
+        (3, [0.0, 1.0], [0, 3]),
+        (100, [0.29, 0.71], [29, 71]),  # 0.29*100 is 28.999999999999996 in floating point
+    ],
+)
 def test_tiers_largest_remainder(n, fractions, expected):
     v = [float(10 * (i + 1)) for i in range(len(fractions))]
     s = tiers(n, fractions, v)
@@ -348,23 +365,31 @@ def test_tiers_mean_is_set_by_the_tiers_not_by_speed_mean():
     assert s.mean() == 200.0
 
 
-@pytest.mark.parametrize("fractions,tier_speeds,key", [
-    ((0.5, 0.3), (1.0, 2.0), "clients.speed.tier_fractions"),  # sums to 0.8
-    ((0.6, 0.6), (1.0, 2.0), "clients.speed.tier_fractions"),  # sums to 1.2
-    ((1.2, -0.2), (1.0, 2.0), "clients.speed.tier_fractions"),  # negative
-    ((0.5, 0.5), (1.0,), "clients.speed.tier_fractions"),  # length mismatch
-    ((1.0,), (1.0, 2.0), "clients.speed.tier_fractions"),
-    ((), (), "clients.speed.tier_fractions"),  # tiers with no tiers
-    ((0.5, 0.5), (1.0, 0.0), "clients.speed.tier_speeds"),  # zero speed
-    ((0.5, 0.5), (-1.0, 2.0), "clients.speed.tier_speeds"),  # negative speed
-])
+@pytest.mark.parametrize(
+    "fractions,tier_speeds,key",
+    [
+        ((0.5, 0.3), (1.0, 2.0), "clients.speed.tier_fractions"),  # sums to 0.8
+        ((0.6, 0.6), (1.0, 2.0), "clients.speed.tier_fractions"),  # sums to 1.2
+        ((1.2, -0.2), (1.0, 2.0), "clients.speed.tier_fractions"),  # negative
+        ((0.5, 0.5), (1.0,), "clients.speed.tier_fractions"),  # length mismatch
+        ((1.0,), (1.0, 2.0), "clients.speed.tier_fractions"),
+        ((), (), "clients.speed.tier_fractions"),  # tiers with no tiers
+        ((0.5, 0.5), (1.0, 0.0), "clients.speed.tier_speeds"),  # zero speed
+        ((0.5, 0.5), (-1.0, 2.0), "clients.speed.tier_speeds"),  # negative speed
+    ],
+)
 def test_tiers_config_errors(fractions, tier_speeds, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         SpeedConfig(dist="tiers", tier_fractions=fractions, tier_speeds=tier_speeds)
     # the same through the YAML/dict loader, which is what users hit
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        load_config({"clients": {"speed": {"dist": "tiers", "tier_fractions": list(fractions),
-                                           "tier_speeds": list(tier_speeds)}}})
+        load_config(
+            {
+                "clients": {
+                    "speed": {"dist": "tiers", "tier_fractions": list(fractions), "tier_speeds": list(tier_speeds)}
+                }
+            }
+        )
 
 
 def test_tier_fields_are_ignored_for_other_distributions():
@@ -375,10 +400,15 @@ def test_tier_fields_are_ignored_for_other_distributions():
 # profiles: network
 # ============================================================================================
 
+
 def test_profiles_convert_megabits_to_bytes():
     """100 Mbit/s down = 12.5e6 bytes/s, 20 Mbit/s up = 2.5e6 bytes/s; latency and dropout copied; ids 0..n-1."""
-    cfg = ClientsConfig(num_clients=3, network=NetworkConfig(down_mbps=100.0, up_mbps=20.0, latency_s=0.2),
-                        dropout=0.25, speed=SpeedConfig(mean=800.0))
+    cfg = ClientsConfig(
+        num_clients=3,
+        network=NetworkConfig(down_mbps=100.0, up_mbps=20.0, latency_s=0.2),
+        dropout=0.25,
+        speed=SpeedConfig(mean=800.0),
+    )
     profs = sample_profiles(cfg, np.random.default_rng(0))
     assert [p.client_id for p in profs] == [0, 1, 2]
     for p in profs:
@@ -391,8 +421,9 @@ def test_profiles_convert_megabits_to_bytes():
 def test_profile_timings_hand_computed_end_to_end():
     """From the config: 8 Mbit/s down = 1e6 B/s, 4 Mbit/s up = 5e5 B/s, latency 0.1 s, 500 samples/s.
     1e6 bytes each way and 250 samples: download 0.1 + 1 = 1.1, compute 0.5, upload 0.1 + 2 = 2.1."""
-    cfg = ClientsConfig(num_clients=1, network=NetworkConfig(down_mbps=8.0, up_mbps=4.0, latency_s=0.1),
-                        speed=SpeedConfig(mean=500.0))
+    cfg = ClientsConfig(
+        num_clients=1, network=NetworkConfig(down_mbps=8.0, up_mbps=4.0, latency_s=0.1), speed=SpeedConfig(mean=500.0)
+    )
     (prof,) = sample_profiles(cfg, np.random.default_rng(0))
     p = plan_job(prof, 250, 1_000_000, 1_000_000, np.random.default_rng(0))
     assert (p.download_s, p.compute_s, p.upload_s) == pytest.approx((1.1, 0.5, 2.1), rel=1e-12)
@@ -416,8 +447,11 @@ def test_network_lognormal_spread():
 
 
 def test_network_without_spread_is_identical_for_all():
-    cfg = ClientsConfig(num_clients=5, network=NetworkConfig(down_mbps=50.0, up_mbps=5.0, sigma=0.0),
-                        speed=SpeedConfig(dist="lognormal"))
+    cfg = ClientsConfig(
+        num_clients=5,
+        network=NetworkConfig(down_mbps=50.0, up_mbps=5.0, sigma=0.0),
+        speed=SpeedConfig(dist="lognormal"),
+    )
     profs = sample_profiles(cfg, np.random.default_rng(4))
     assert {p.down_bps for p in profs} == {50.0 * MBPS}
     assert {p.up_bps for p in profs} == {5.0 * MBPS}
@@ -427,8 +461,9 @@ def test_profiles_availability_means_only_for_onoff():
     on = ClientsConfig(num_clients=2, availability=AvailabilityConfig(mode="onoff", mean_on_s=60, mean_off_s=30))
     assert [(p.mean_on_s, p.mean_off_s) for p in sample_profiles(on, np.random.default_rng(0))] == [(60, 30)] * 2
     bern = ClientsConfig(num_clients=2, availability=AvailabilityConfig(mode="bernoulli", mean_on_s=60))
-    assert [(p.mean_on_s, p.mean_off_s) for p in sample_profiles(bern, np.random.default_rng(0))] == \
-        [(math.inf, 0.0)] * 2
+    assert [(p.mean_on_s, p.mean_off_s) for p in sample_profiles(bern, np.random.default_rng(0))] == [
+        (math.inf, 0.0)
+    ] * 2
 
 
 # ============================================================================================
@@ -445,11 +480,7 @@ def write_trace(tmp_path: Path, text: str, name: str = "trace.csv") -> Path:
 
 
 def test_trace_loads_sorted_by_client_id_and_keeps_the_first_rows(tmp_path):
-    p = write_trace(tmp_path, HEADER + "\n"
-                    "5,50,10,1,0.5\n"
-                    "2,20,40,4,0.2\n"
-                    "9,90,90,9,0.9\n"
-                    "0,100,80,8,0\n")
+    p = write_trace(tmp_path, HEADER + "\n5,50,10,1,0.5\n2,20,40,4,0.2\n9,90,90,9,0.9\n0,100,80,8,0\n")
     rows = read_trace(p, 3)
     assert [r["client_id"] for r in rows] == [0.0, 2.0, 5.0]
     assert rows[0] == dict(client_id=0.0, speed=100.0, down_mbps=80.0, up_mbps=8.0, latency_s=0.0)
@@ -457,13 +488,14 @@ def test_trace_loads_sorted_by_client_id_and_keeps_the_first_rows(tmp_path):
 
 
 def test_sample_profiles_uses_the_trace(tmp_path):
-    p = write_trace(tmp_path, HEADER + "\n"
-                    "5,50,10,1,0.5\n"
-                    "2,20,40,4,0.2\n"
-                    "0,100,80,8,0\n")
-    cfg = ClientsConfig(num_clients=3, trace=str(p), dropout=0.1,
-                        speed=SpeedConfig(dist="lognormal", mean=1.0),  # ignored: the trace rules
-                        network=NetworkConfig(down_mbps=1.0, up_mbps=1.0, latency_s=9.0, sigma=1.0))
+    p = write_trace(tmp_path, HEADER + "\n5,50,10,1,0.5\n2,20,40,4,0.2\n0,100,80,8,0\n")
+    cfg = ClientsConfig(
+        num_clients=3,
+        trace=str(p),
+        dropout=0.1,
+        speed=SpeedConfig(dist="lognormal", mean=1.0),  # ignored: the trace rules
+        network=NetworkConfig(down_mbps=1.0, up_mbps=1.0, latency_s=9.0, sigma=1.0),
+    )
     profs = sample_profiles(cfg, np.random.default_rng(0))
     assert [p.client_id for p in profs] == [0, 1, 2]
     assert [p.speed for p in profs] == [100.0, 20.0, 50.0]
@@ -475,19 +507,15 @@ def test_sample_profiles_uses_the_trace(tmp_path):
 
 
 def test_trace_on_off_columns_used_only_in_onoff_mode(tmp_path):
-    p = write_trace(tmp_path, HEADER + ",mean_on_s,mean_off_s\n"
-                    "1,10,8,8,0.1,100,50\n"
-                    "0,10,8,8,0.1,200,0\n")
+    p = write_trace(tmp_path, HEADER + ",mean_on_s,mean_off_s\n1,10,8,8,0.1,100,50\n0,10,8,8,0.1,200,0\n")
     onoff = AvailabilityConfig(mode="onoff", mean_on_s=600, mean_off_s=300)
-    profs = sample_profiles(ClientsConfig(num_clients=2, trace=str(p), availability=onoff),
-                            np.random.default_rng(0))
+    profs = sample_profiles(ClientsConfig(num_clients=2, trace=str(p), availability=onoff), np.random.default_rng(0))
     assert [(q.mean_on_s, q.mean_off_s) for q in profs] == [(200.0, 0.0), (100.0, 50.0)]
     profs = sample_profiles(ClientsConfig(num_clients=2, trace=str(p)), np.random.default_rng(0))
     assert [(q.mean_on_s, q.mean_off_s) for q in profs] == [(math.inf, 0.0)] * 2
     # without those columns, onoff falls back to the config's means
     q = write_trace(tmp_path, HEADER + "\n0,10,8,8,0.1\n", name="plain.csv")
-    (prof,) = sample_profiles(ClientsConfig(num_clients=1, trace=str(q), availability=onoff),
-                              np.random.default_rng(0))
+    (prof,) = sample_profiles(ClientsConfig(num_clients=1, trace=str(q), availability=onoff), np.random.default_rng(0))
     assert (prof.mean_on_s, prof.mean_off_s) == (600.0, 300.0)
 
 
@@ -518,16 +546,19 @@ def test_trace_short_row_is_a_clear_error(tmp_path):
         read_trace(p, 1)
 
 
-@pytest.mark.parametrize("row,col,bound", [
-    ("0,-5,8,8,0.1", "speed", "> 0"),
-    ("0,0,8,8,0.1", "speed", "> 0"),
-    ("0,10,0,8,0.1", "down_mbps", "> 0"),
-    ("0,10,8,-1,0.1", "up_mbps", "> 0"),
-    ("0,10,8,8,-0.1", "latency_s", ">= 0"),
-    ("-1,10,8,8,0.1", "client_id", ">= 0"),
-    ("0,inf,8,8,0.1", "speed", "> 0"),
-    ("0,nan,8,8,0.1", "speed", "> 0"),
-])
+@pytest.mark.parametrize(
+    "row,col,bound",
+    [
+        ("0,-5,8,8,0.1", "speed", "> 0"),
+        ("0,0,8,8,0.1", "speed", "> 0"),
+        ("0,10,0,8,0.1", "down_mbps", "> 0"),
+        ("0,10,8,-1,0.1", "up_mbps", "> 0"),
+        ("0,10,8,8,-0.1", "latency_s", ">= 0"),
+        ("-1,10,8,8,0.1", "client_id", ">= 0"),
+        ("0,inf,8,8,0.1", "speed", "> 0"),
+        ("0,nan,8,8,0.1", "speed", "> 0"),
+    ],
+)
 def test_trace_out_of_range_values(tmp_path, row, col, bound):
     p = write_trace(tmp_path, HEADER + "\n" + row + "\n")
     with pytest.raises(DataError, match=rf"line 2: {col}=\S+ must be {bound}"):
@@ -560,6 +591,7 @@ def test_trace_fewer_rows_than_clients(tmp_path):
 # profiles: speed tied to data
 # ============================================================================================
 
+
 def test_class_share_on_a_hand_made_partition():
     labels = np.array([0, 1, 2, 0, 1, 2, 3, 3])
     parts = [np.array([0, 1]), np.array([2, 3, 4]), np.array([], dtype=int), np.array([6, 7]), np.array([5])]
@@ -571,8 +603,9 @@ def test_class_share_on_a_hand_made_partition():
 
 def test_slow_score_gives_the_slowest_speed_to_the_highest_score():
     n = 200
-    cfg = ClientsConfig(num_clients=n, speed=SpeedConfig(dist="lognormal", mean=1000, sigma=1.0),
-                        network=NetworkConfig(sigma=0.5))
+    cfg = ClientsConfig(
+        num_clients=n, speed=SpeedConfig(dist="lognormal", mean=1000, sigma=1.0), network=NetworkConfig(sigma=0.5)
+    )
     score = np.random.default_rng(99).random(n)
     plain = sample_profiles(cfg, np.random.default_rng(7))
     tied = sample_profiles(cfg, np.random.default_rng(7), slow_score=score)
@@ -589,8 +622,9 @@ def test_slow_score_gives_the_slowest_speed_to_the_highest_score():
 
 
 def test_slow_score_ties_keep_the_order_stable():
-    cfg = ClientsConfig(num_clients=4, speed=SpeedConfig(dist="tiers", tier_fractions=(0.25,) * 4,
-                                                         tier_speeds=(1.0, 2.0, 3.0, 4.0)))
+    cfg = ClientsConfig(
+        num_clients=4, speed=SpeedConfig(dist="tiers", tier_fractions=(0.25,) * 4, tier_speeds=(1.0, 2.0, 3.0, 4.0))
+    )
     tied = sample_profiles(cfg, np.random.default_rng(0), slow_score=np.array([0.5, 0.9, 0.5, 0.0]))
     # client 1 (0.9) slowest; clients 0 and 2 (0.5, tie) next, in client order; client 3 fastest
     assert [p.speed for p in tied] == [2.0, 1.0, 3.0, 4.0]
@@ -598,14 +632,16 @@ def test_slow_score_ties_keep_the_order_stable():
 
 def test_slow_score_applies_to_trace_speeds(tmp_path):
     p = write_trace(tmp_path, HEADER + "\n0,10,8,8,0\n1,30,8,8,0\n2,20,8,8,0\n")
-    profs = sample_profiles(ClientsConfig(num_clients=3, trace=str(p)), np.random.default_rng(0),
-                            slow_score=np.array([0.0, 1.0, 0.5]))
+    profs = sample_profiles(
+        ClientsConfig(num_clients=3, trace=str(p)), np.random.default_rng(0), slow_score=np.array([0.0, 1.0, 0.5])
+    )
     assert [q.speed for q in profs] == [30.0, 10.0, 20.0]
 
 
 # ============================================================================================
 # availability
 # ============================================================================================
+
 
 def test_always_available():
     a = Availability()
@@ -615,8 +651,7 @@ def test_always_available():
 
 
 def test_make_availability_by_mode():
-    for mode, cls in [("always", Availability), ("bernoulli", BernoulliAvailability),
-                      ("onoff", OnOffAvailability)]:
+    for mode, cls in [("always", Availability), ("bernoulli", BernoulliAvailability), ("onoff", OnOffAvailability)]:
         cfg = ClientsConfig(num_clients=3, availability=AvailabilityConfig(mode=mode))
         a = make_availability(cfg, sample_profiles(cfg, np.random.default_rng(0)), np.random.default_rng(0))
         assert type(a) is cls
@@ -648,7 +683,7 @@ def test_onoff_periods_are_exponential_with_the_given_means():
         switches.append(nxt)
         states.append(on)
         t = nxt
-    lengths = np.diff(np.array([0.0] + switches))[1:]  # drop the first (residual) period
+    lengths = np.diff(np.array([0.0, *switches]))[1:]  # drop the first (residual) period
     kinds = np.array(states[1:])
     on_len, off_len = lengths[kinds], lengths[~kinds]
     assert on_len.mean() == pytest.approx(60.0, rel=0.05)
@@ -705,5 +740,6 @@ def test_onoff_is_deterministic_for_the_same_queries():
     def trace(seed):
         a = OnOffAvailability(np.full(10, 5.0), np.full(10, 5.0), np.random.default_rng(seed))
         return [a.is_on(c, t) for t in np.linspace(0, 100, 51) for c in range(10)]
+
     assert trace(1) == trace(1)
     assert trace(1) != trace(2)

@@ -1,4 +1,5 @@
 """Light imports and layering: what a module may load, checked in a fresh interpreter."""
+
 from __future__ import annotations
 
 import ast
@@ -14,7 +15,7 @@ def _loaded_after(statement: str) -> list[str]:
     code = f"import sys; {statement}; print([m for m in {HEAVY!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    return eval(out.stdout.strip().splitlines()[-1])  # noqa: S307 - our own print of a list of names
+    return eval(out.stdout.strip().splitlines()[-1])
 
 
 def test_import_raydiff_and_analysis_load_neither_torch_nor_ray():
@@ -46,8 +47,11 @@ def test_sim_and_strategies_import_neither_actors_nor_ray():
     """The event loop depends on policy and protocols only; policy never imports Ray."""
     for folder in ("sim", "strategies"):
         for f in (ROOT / "raydiff" / folder).glob("*.py"):
-            bad = {m for m in _imports(f) if m.startswith(("raydiff.actors", "ray", "torch"))
-                   and not m.startswith("raydiff.")} | {m for m in _imports(f) if m.startswith("raydiff.actors")}
+            bad = {
+                m
+                for m in _imports(f)
+                if m.startswith(("raydiff.actors", "ray", "torch")) and not m.startswith("raydiff.")
+            } | {m for m in _imports(f) if m.startswith("raydiff.actors")}
             assert not bad, f"{f.relative_to(ROOT)} imports {sorted(bad)}"
 
 

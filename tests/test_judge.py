@@ -1,4 +1,5 @@
 """The digit judge tells digits from noise (otherwise the quickstart's quality check means nothing)."""
+
 import numpy as np
 
 from raydiff.data.datasets import load_digits_set

@@ -1,5 +1,6 @@
 """Client partitioners (IID, Dirichlet label skew, shards, quantity skew), the partition report,
 the stratified hold-out split and dataset loading."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,13 +36,13 @@ def mean_tv_from_global(labels: np.ndarray, parts: list[np.ndarray]) -> float:
     """Mean over clients of the total-variation distance between client and global label mixes."""
     k = int(labels.max()) + 1
     glob = np.bincount(labels, minlength=k) / len(labels)
-    return float(np.mean([0.5 * np.abs(np.bincount(labels[p], minlength=k) / len(p) - glob).sum()
-                          for p in parts]))
+    return float(np.mean([0.5 * np.abs(np.bincount(labels[p], minlength=k) / len(p) - glob).sum() for p in parts]))
 
 
 # --------------------------------------------------------------------------------------------
 # cover, sizes, determinism
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("method", ["iid", "dirichlet"])
 @pytest.mark.parametrize("num_clients", [1, 7, 20])
@@ -79,6 +80,7 @@ def test_same_seed_same_partition_other_seed_different(method, digits_labels):
 # no empty client
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("num_clients", [50, 200, 500])
 def test_dirichlet_tiny_beta_leaves_no_client_empty(num_clients):
     """beta=0.01 gives most clients nothing from the draw; each must still receive a sample."""
@@ -100,11 +102,12 @@ def test_as_many_clients_as_samples_gives_one_each():
 # label skew
 # --------------------------------------------------------------------------------------------
 
+
 def test_label_skew_grows_as_beta_shrinks():
     """Mean TV distance from the global mix, averaged over 3 seeds: beta 5 < 0.5 < 0.1 (and iid lowest)."""
+
     def skew(method, beta):
-        return np.mean([mean_tv_from_global(SYNTH, partition(SYNTH, 20, method, beta, rng(s)))
-                        for s in range(3)])
+        return np.mean([mean_tv_from_global(SYNTH, partition(SYNTH, 20, method, beta, rng(s))) for s in range(3)])
 
     iid, b5, b05, b01 = skew("iid", 1.0), skew("dirichlet", 5.0), skew("dirichlet", 0.5), skew("dirichlet", 0.1)
     assert iid < b5 < b05 < b01
@@ -115,6 +118,7 @@ def test_label_skew_grows_as_beta_shrinks():
 
 def test_small_beta_concentrates_clients_on_few_classes(digits_labels):
     """Mean share of each client's most common class: near 1/10 for iid, large for beta=0.05."""
+
     def max_share(parts):
         return np.mean([np.bincount(digits_labels[p], minlength=10).max() / len(p) for p in parts])
 
@@ -127,6 +131,7 @@ def test_small_beta_concentrates_clients_on_few_classes(digits_labels):
 # --------------------------------------------------------------------------------------------
 # errors
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("method", ["iid", "dirichlet"])
 def test_more_clients_than_samples(method):
@@ -148,6 +153,7 @@ def test_unknown_partitioner():
 # --------------------------------------------------------------------------------------------
 # shards (McMahan et al.) and quantity skew
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("method", ["shards", "quantity"])
 @pytest.mark.parametrize("num_clients", [1, 7, 20])
@@ -206,9 +212,15 @@ def test_quantity_sizes_vary_sum_to_n_and_labels_stay_iid():
 
 def test_quantity_sigma_controls_the_spread():
     def cv(sigma):
-        return np.mean([np.std(s) / np.mean(s) for s in
-                        ([len(p) for p in partition(SYNTH, 20, "quantity", 0.5, rng(seed), quantity_sigma=sigma)]
-                         for seed in range(5))])
+        return np.mean(
+            [
+                np.std(s) / np.mean(s)
+                for s in (
+                    [len(p) for p in partition(SYNTH, 20, "quantity", 0.5, rng(seed), quantity_sigma=sigma)]
+                    for seed in range(5)
+                )
+            ]
+        )
 
     assert cv(0.0) < 0.3 < cv(1.0) < cv(2.0)
 
@@ -247,6 +259,7 @@ def test_positional_signature_still_works_and_new_keywords_ignored_by_old_method
 # partition report: class-count table and plot
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["iid", "dirichlet", "shards", "quantity"])
 def test_class_counts_table(method, digits_labels):
     parts = partition(digits_labels, 10, method, 0.3, rng(0))
@@ -277,6 +290,7 @@ def test_plot_partition_writes_a_png(tmp_path, num_clients):
 # --------------------------------------------------------------------------------------------
 # split_holdout
 # --------------------------------------------------------------------------------------------
+
 
 def indexed_set(labels: np.ndarray) -> ImageSet:
     """Images whose first pixel is the sample's index, so a split's indices can be read back."""
@@ -324,6 +338,7 @@ def test_holdout_is_deterministic(digits_labels):
 # --------------------------------------------------------------------------------------------
 # load_dataset
 # --------------------------------------------------------------------------------------------
+
 
 def test_digits_native_size_spans_minus_one_to_one():
     ds = load_dataset(DataConfig(image_size=8))

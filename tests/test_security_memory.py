@@ -1,4 +1,5 @@
 """No raw training data reaches the parameter server; object-store use stays bounded over 1,000 versions."""
+
 from __future__ import annotations
 
 import pytest

@@ -3,13 +3,23 @@
 Hyperparameters are chosen so the square roots come out exact: with beta2 = 0.5 and tau = 1
 (v0 = tau^2 = 1), FedAdam's v1 = 0.5 + 0.5 d^2 is 25 for d = 7 and 1 for d = +-1.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from raydiff.strategies import (SGD, FedAdagrad, FedAdam, FedAvg, FedAvgM, FedBuff, FedYogi, Update,
-                                make_server_optimizer)
+from raydiff.strategies import (
+    SGD,
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedBuff,
+    FedYogi,
+    Update,
+    make_server_optimizer,
+)
 
 
 def f32(*values: float) -> np.ndarray:
@@ -113,9 +123,16 @@ class TestFedAdagrad:
         close(x, [1.1666666666666667, 1.6666666666666667, 3.0])
 
 
-@pytest.mark.parametrize("make", [lambda: SGD(0.5), lambda: FedAvgM(0.5, 0.9),
-                                  lambda: FedAdam(0.1, 0.5, 0.5, 1.0), lambda: FedYogi(0.1, 0.5, 0.75, 1.0),
-                                  lambda: FedAdagrad(0.1, 0.5, 0.5, 1.0)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SGD(0.5),
+        lambda: FedAvgM(0.5, 0.9),
+        lambda: FedAdam(0.1, 0.5, 0.5, 1.0),
+        lambda: FedYogi(0.1, 0.5, 0.75, 1.0),
+        lambda: FedAdagrad(0.1, 0.5, 0.5, 1.0),
+    ],
+)
 def test_state_dict_round_trip_resumes_exactly(make):
     """Save after one step, load into a fresh optimizer: the next step is bit-identical."""
     a, b = make(), make()

@@ -7,6 +7,7 @@ recomputed with the formula under test. The common starting point is
     base  = [0, 4, -2]         (the stale model the client started from; base != x)
     delta = [2, -2, 6]         (so the client's model is base + delta = [2, 2, 4])
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,10 +15,21 @@ import pytest
 
 from raydiff.actors.server import ParameterServer
 from raydiff.config import StalenessConfig, StrategyConfig
-from raydiff.strategies import (EMA, FedAsync, FedAvg, FedBuff, NormBound, Update, check_update, l2_norm,
-                                build_strategy, staleness_fn, strategy_class)
 from raydiff.errors import ConfigError
 from raydiff.messages import ServerReply
+from raydiff.strategies import (
+    EMA,
+    FedAsync,
+    FedAvg,
+    FedBuff,
+    NormBound,
+    Update,
+    build_strategy,
+    check_update,
+    l2_norm,
+    staleness_fn,
+    strategy_class,
+)
 
 
 def f32(*values: float) -> np.ndarray:
@@ -36,6 +48,7 @@ def close(actual: np.ndarray, expected: list[float]) -> None:
 # --------------------------------------------------------------------------------------------
 # staleness functions
 # --------------------------------------------------------------------------------------------
+
 
 class TestStalenessFn:
     def test_constant_is_one_at_any_staleness(self):
@@ -66,6 +79,7 @@ class TestStalenessFn:
 # --------------------------------------------------------------------------------------------
 # FedAsync
 # --------------------------------------------------------------------------------------------
+
 
 class TestFedAsync:
     def _receive(self, fn, version, base_version):
@@ -143,14 +157,17 @@ D2 = (4.0, 8.0, -4.0)  # staleness 3 -> weight 1/(1+3)^p
 
 
 class TestFedBuff:
-    @pytest.mark.parametrize("p, lr, w2, expected", [
-        # p=0.5: acc = [2,-2,6] + 0.5*[4,8,-4] = [4,2,4]; /2 -> [2,1,2]; x = [3,3,5]
-        (0.5, 1.0, 0.5, [3.0, 3.0, 5.0]),
-        # p=1: acc = [2,-2,6] + 0.25*[4,8,-4] = [3,0,5]; /2 -> [1.5,0,2.5]; x = [2.5,2,5.5]
-        (1.0, 1.0, 0.25, [2.5, 2.0, 5.5]),
-        # p=1, lr=0.5: x = [1,2,3] + 0.5*[1.5,0,2.5] = [1.75, 2, 4.25]
-        (1.0, 0.5, 0.25, [1.75, 2.0, 4.25]),
-    ])
+    @pytest.mark.parametrize(
+        "p, lr, w2, expected",
+        [
+            # p=0.5: acc = [2,-2,6] + 0.5*[4,8,-4] = [4,2,4]; /2 -> [2,1,2]; x = [3,3,5]
+            (0.5, 1.0, 0.5, [3.0, 3.0, 5.0]),
+            # p=1: acc = [2,-2,6] + 0.25*[4,8,-4] = [3,0,5]; /2 -> [1.5,0,2.5]; x = [2.5,2,5.5]
+            (1.0, 1.0, 0.25, [2.5, 2.0, 5.5]),
+            # p=1, lr=0.5: x = [1,2,3] + 0.5*[1.5,0,2.5] = [1.75, 2, 4.25]
+            (1.0, 0.5, 0.25, [1.75, 2.0, 4.25]),
+        ],
+    )
     def test_buffer_of_two(self, p, lr, w2, expected):
         """First update is buffered (x bit-identical); the second applies the weighted mean step."""
         x = f32(*X0)
@@ -214,10 +231,13 @@ ROUND = [(1, (8.0, 0.0, -8.0)), (3, (0.0, 4.0, 4.0)), (4, (2.0, 2.0, 0.0))]
 
 
 class TestFedAvg:
-    @pytest.mark.parametrize("lr, expected", [
-        (1.0, [3.0, 4.5, 3.5]),    # [1,2,3] + [16,20,4]/8 = [1,2,3] + [2,2.5,0.5]
-        (0.5, [2.0, 3.25, 3.25]),  # [1,2,3] + 0.5*[2,2.5,0.5]
-    ])
+    @pytest.mark.parametrize(
+        "lr, expected",
+        [
+            (1.0, [3.0, 4.5, 3.5]),  # [1,2,3] + [16,20,4]/8 = [1,2,3] + [2,2.5,0.5]
+            (0.5, [2.0, 3.25, 3.25]),  # [1,2,3] + 0.5*[2,2.5,0.5]
+        ],
+    )
     def test_sample_weighted_round(self, lr, expected):
         """receive buffers (x untouched); end_round applies sum(n d)/sum(n), not the plain mean."""
         x = f32(*X0)
@@ -263,6 +283,7 @@ class TestFedAvg:
 # check_update
 # --------------------------------------------------------------------------------------------
 
+
 class TestCheckUpdate:
     def test_good_vector(self):
         assert check_update(f32(1, 2, 3), 3) is None
@@ -288,6 +309,7 @@ class TestCheckUpdate:
 # --------------------------------------------------------------------------------------------
 # ParameterServer (the plain class; no Ray)
 # --------------------------------------------------------------------------------------------
+
 
 class TestParameterServer:
     def test_copies_and_casts_initial_vector(self):
@@ -417,6 +439,7 @@ class TestParameterServer:
 # building from the config: the registry
 # --------------------------------------------------------------------------------------------
 
+
 def make_strategy(cfg: StrategyConfig):
     return build_strategy(cfg, num_clients=10)
 
@@ -432,8 +455,7 @@ class TestMakeStrategy:
         assert (s.k, s.server_lr, s.p) == (3, 0.7, 2.0)
 
     def test_fedasync_with_its_staleness_function(self):
-        s = make_strategy(StrategyConfig(name="fedasync", alpha=0.4,
-                                         staleness=StalenessConfig(fn="hinge", a=10, b=4)))
+        s = make_strategy(StrategyConfig(name="fedasync", alpha=0.4, staleness=StalenessConfig(fn="hinge", a=10, b=4)))
         assert type(s) is FedAsync
         assert s.alpha == 0.4
         assert s.staleness(4) == 1.0
@@ -450,6 +472,7 @@ class TestMakeStrategy:
 # --------------------------------------------------------------------------------------------
 # max_staleness (FedAsync, FedBuff)
 # --------------------------------------------------------------------------------------------
+
 
 class TestMaxStaleness:
     def test_fedasync_at_and_past_the_bound(self):
@@ -493,8 +516,13 @@ class TestMaxStaleness:
         close(ps.x, [2.0, 3.0, 4.0])
         assert ps.discard_pending() == []
 
-    @pytest.mark.parametrize("make", [lambda: FedAsync(0.5, staleness_fn("constant"), max_staleness=-1),
-                                      lambda: FedBuff(2, 1.0, 0.5, max_staleness=-1)])
+    @pytest.mark.parametrize(
+        "make",
+        [
+            lambda: FedAsync(0.5, staleness_fn("constant"), max_staleness=-1),
+            lambda: FedBuff(2, 1.0, 0.5, max_staleness=-1),
+        ],
+    )
     def test_negative_bound_raises(self, make):
         with pytest.raises(ValueError, match="max_staleness"):
             make()
@@ -503,6 +531,7 @@ class TestMaxStaleness:
 # --------------------------------------------------------------------------------------------
 # NormBound and l2_norm
 # --------------------------------------------------------------------------------------------
+
 
 class TestNormBound:
     def test_clip_to_the_bound_in_a_new_array(self):
@@ -539,6 +568,7 @@ class TestNormBound:
 # --------------------------------------------------------------------------------------------
 # EMA of the global model
 # --------------------------------------------------------------------------------------------
+
 
 class TestEMA:
     def test_literal_sequence(self):

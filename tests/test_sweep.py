@@ -1,4 +1,5 @@
 """Sweeps: the cartesian product of cases x grid x seeds, validated up front, resumable."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,12 @@ def test_two_by_two_sweep_then_resume_runs_nothing_new(tmp_path):
     first = run_sweep(p, out)
     assert [r["status"] for r in first] == ["ran"] * 4
     folders = sorted(d.name for d in out.iterdir() if d.is_dir())
-    assert folders == ["strategy=fedasync-dropout=0.0", "strategy=fedasync-dropout=0.3",
-                       "strategy=fedbuff-dropout=0.0", "strategy=fedbuff-dropout=0.3"]
+    assert folders == [
+        "strategy=fedasync-dropout=0.0",
+        "strategy=fedasync-dropout=0.3",
+        "strategy=fedbuff-dropout=0.0",
+        "strategy=fedbuff-dropout=0.3",
+    ]
     cfg = yaml.safe_load((out / "strategy=fedasync-dropout=0.3" / "config.yaml").read_text())
     assert cfg["strategy"]["name"] == "fedasync" and cfg["clients"]["dropout"] == 0.3
     ev = pd.read_parquet(out / "strategy=fedasync-dropout=0.3" / "events.parquet")
@@ -48,9 +53,9 @@ def test_changed_config_or_interrupted_run_is_redone(tmp_path):
     p = _files(tmp_path, {"grid": {"clients.dropout": [0.0, 0.1]}})
     out = tmp_path / "out"
     run_sweep(p, out)
-    s = out / "dropout=0.1" / "summary.json"
+    s = out / "dropout=0.1" / "status.json"  # the status, written last, says whether a run finished
     data = json.loads(s.read_text())
-    s.write_text(json.dumps(dict(data, interrupted=True)))
+    s.write_text(json.dumps(dict(data, status="interrupted")))
     status = {r["name"]: r["status"] for r in run_sweep(p, out)}
     assert status == {"dropout=0.0": "skipped", "dropout=0.1": "ran"}
     # a changed base config invalidates every run
@@ -59,8 +64,9 @@ def test_changed_config_or_interrupted_run_is_redone(tmp_path):
 
 
 def test_cases_and_seeds_and_parallel(tmp_path):
-    p = _files(tmp_path, {"cases": {"slow": ["clients.speed.dist=lognormal"], "fast": []},
-                          "seeds": [1, 2], "parallel": 2})
+    p = _files(
+        tmp_path, {"cases": {"slow": ["clients.speed.dist=lognormal"], "fast": []}, "seeds": [1, 2], "parallel": 2}
+    )
     recs = run_sweep(p, tmp_path / "out")
     assert sorted(r["name"] for r in recs) == ["fast-seed1", "fast-seed2", "slow-seed1", "slow-seed2"]
     s1 = json.loads((tmp_path / "out" / "slow-seed1" / "summary.json").read_text())

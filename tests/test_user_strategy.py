@@ -1,6 +1,7 @@
 """A researcher's own strategy, defined outside the package (tests/plugins/user_strategies.py), plugged in by
 import path or instance: bad options and paths are clear errors; runs are deterministic across actor counts
 with the DP and EMA wrappers around it; the README's example works as printed."""
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,9 @@ PLUGINS = Path(__file__).parent / "plugins"
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(PLUGINS))
 
-from user_strategies import BufferedMean  # noqa: E402
+from user_strategies import BufferedMean
 
-DRY = {"clients": {"num_clients": 8}, "strategy": {"concurrency": 4},
-       "run": {"dry_run": True, "max_updates": 20}}
+DRY = {"clients": {"num_clients": 8}, "strategy": {"concurrency": 4}, "run": {"dry_run": True, "max_updates": 20}}
 
 
 def _cli_error(capsys, monkeypatch, *sets: str) -> str:
@@ -42,30 +42,49 @@ def _cli_error(capsys, monkeypatch, *sets: str) -> str:
     return " ".join(err.split())
 
 
-@pytest.mark.parametrize("sets, needle", [
-    (["strategy.name=user_strategies:BufferedMean", "strategy.options.k=two"],
-     "strategy.options.k: expected an integer, got 'two'"),
-    (["strategy.name=user_strategies:BufferedMean", "strategy.options.q=1"],
-     "strategy.options.q: unknown option of BufferedMean; allowed: k, lr"),
-    (["strategy.name=user_strategies:BufferedMean", "strategy.options.k=0"],
-     "strategy.options: BufferedMean refused its options: k must be >= 1, got 0"),
-    (["strategy.name=no_such_module:Thing"], "strategy.name: cannot import module 'no_such_module'"),
-    (["strategy.name=user_strategies:Missing"], "strategy.name: module 'user_strategies' has no attribute 'Missing'"),
-    (["strategy.name=user_strategies:NotAStrategy"], "not a subclass of raydiff.Strategy"),
-    (["strategy.name=user_strategies:NoState", "run.checkpoint_every=5"],
-     "run.checkpoint_every: the strategy 'user_strategies:NoState' does not implement state_dict()"),
-    (["strategy.name=fedbuff", "strategy.options.k=3"], "strategy.options.k: unknown option of FedBuff"),
-    (["strategy.name=user_strategies:NoState", "strategy.dp.enabled=true"],
-     "strategy.dp.enabled: client-level DP noises an aggregated sum of updates, and NoState does not"),
-])
+@pytest.mark.parametrize(
+    "sets, needle",
+    [
+        (
+            ["strategy.name=user_strategies:BufferedMean", "strategy.options.k=two"],
+            "strategy.options.k: expected an integer, got 'two'",
+        ),
+        (
+            ["strategy.name=user_strategies:BufferedMean", "strategy.options.q=1"],
+            "strategy.options.q: unknown option of BufferedMean; allowed: k, lr",
+        ),
+        (
+            ["strategy.name=user_strategies:BufferedMean", "strategy.options.k=0"],
+            "strategy.options: BufferedMean refused its options: k must be >= 1, got 0",
+        ),
+        (["strategy.name=no_such_module:Thing"], "strategy.name: cannot import module 'no_such_module'"),
+        (
+            ["strategy.name=user_strategies:Missing"],
+            "strategy.name: module 'user_strategies' has no attribute 'Missing'",
+        ),
+        (["strategy.name=user_strategies:NotAStrategy"], "not a subclass of raydiff.Strategy"),
+        (
+            ["strategy.name=user_strategies:NoState", "run.checkpoint_every=5"],
+            "run.checkpoint_every: the strategy 'user_strategies:NoState' does not implement state_dict()",
+        ),
+        (["strategy.name=fedbuff", "strategy.options.k=3"], "strategy.options.k: unknown option of FedBuff"),
+        (
+            ["strategy.name=user_strategies:NoState", "strategy.dp.enabled=true"],
+            "strategy.dp.enabled: client-level DP noises an aggregated sum of updates, and NoState does not",
+        ),
+    ],
+)
 def test_bad_strategy_input_is_exit_2_naming_the_field(capsys, monkeypatch, sets, needle):
     assert needle in _cli_error(capsys, monkeypatch, *sets)
 
 
 def test_options_reach_the_class_with_their_types(monkeypatch):
     monkeypatch.chdir(PLUGINS)
-    s = check_config(raydiff.load_config(DRY, ["strategy.name=user_strategies:BufferedMean",
-                                              "strategy.options.k=3", "strategy.options.lr=1"]))
+    s = check_config(
+        raydiff.load_config(
+            DRY, ["strategy.name=user_strategies:BufferedMean", "strategy.options.k=3", "strategy.options.lr=1"]
+        )
+    )
     assert type(s).__name__ == "BufferedMean" and s.k == 3 and s.optimizer.lr == 1.0
     assert isinstance(s.optimizer.lr, float)  # an int in YAML, a float for the annotated parameter
     sch = s.schedule()
@@ -84,10 +103,16 @@ def test_builtin_strategies_declare_their_schedules():
     def sch(*sets):
         return check_config(raydiff.load_config(DRY, list(sets))).schedule()
 
-    a = sch("strategy.name=fedavg", "strategy.clients_per_round=5", "strategy.over_selection=0.5",
-            "strategy.deadline_s=2")
-    assert (a.round_based, a.jobs_in_flight, a.round_reports, a.updates_per_version, a.deadline_s) == \
-        (True, 8, 5, 5, 2.0)  # ceil(5 * 1.5) selected, 5 kept
+    a = sch(
+        "strategy.name=fedavg", "strategy.clients_per_round=5", "strategy.over_selection=0.5", "strategy.deadline_s=2"
+    )
+    assert (a.round_based, a.jobs_in_flight, a.round_reports, a.updates_per_version, a.deadline_s) == (
+        True,
+        8,
+        5,
+        5,
+        2.0,
+    )  # ceil(5 * 1.5) selected, 5 kept
     b = sch("strategy.name=fedbuff", "strategy.buffer_size=3")
     assert (b.round_based, b.needs_base, b.jobs_in_flight, b.updates_per_version) == (False, False, 4, 3)
     c = sch("strategy.name=fedasync")
@@ -106,8 +131,14 @@ def test_a_strategy_instance_runs_a_dry_run_and_is_recorded(tmp_path):
 
 
 def _run_user(tmp_path, tiny_cfg, actors: int):
-    cfg = dict(tiny_cfg, strategy={"concurrency": 4, "ema_decay": 0.8,
-                                   "dp": {"enabled": True, "clip_norm": 0.5, "noise_multiplier": 0.3}})
+    cfg = dict(
+        tiny_cfg,
+        strategy={
+            "concurrency": 4,
+            "ema_decay": 0.8,
+            "dp": {"enabled": True, "clip_norm": 0.5, "noise_multiplier": 0.3},
+        },
+    )
     cfg["run"] = dict(cfg["run"], actors=actors)
     return raydiff.run(cfg, out=tmp_path / f"a{actors}", progress=False, strategy=BufferedMean(k=2))
 
@@ -160,8 +191,15 @@ def test_readme_example_runs_as_printed(tmp_path):
     (tmp_path / "scenarios").symlink_to(ROOT / "scenarios")
     bindir = Path(sys.executable).parent
     env = dict(os.environ, RAYDIFF_NO_PROGRESS="1", PATH=f"{bindir}:{os.environ['PATH']}")
-    r = subprocess.run(f"{command} --set run.max_updates=12 --out out", shell=True, cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        f"{command} --set run.max_updates=12 --out out",
+        shell=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     ev = pd.read_parquet(tmp_path / "out" / "events.parquet")
     assert (ev.status == "applied").sum() >= 12
@@ -172,6 +210,10 @@ def test_checkpoint_needs_state_dict_even_through_the_api(tmp_path, monkeypatch)
     from user_strategies import NoState
 
     with pytest.raises(ConfigError, match="run.checkpoint_every"):
-        raydiff.run(dict(DRY, run={"dry_run": True, "max_updates": 5, "checkpoint_every": 2}), out=tmp_path / "x",
-                    progress=False, strategy=NoState())
+        raydiff.run(
+            dict(DRY, run={"dry_run": True, "max_updates": 5, "checkpoint_every": 2}),
+            out=tmp_path / "x",
+            progress=False,
+            strategy=NoState(),
+        )
     assert not (tmp_path / "x").exists()  # refused before anything was written

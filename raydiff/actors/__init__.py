@@ -2,6 +2,7 @@
 
 They hold models and vectors and execute; they never decide policy.
 """
+
 from .client import ClientWorker
 from .evaluator import Evaluator
 from .server import ParameterServer

@@ -1,15 +1,18 @@
 """ClientWorker: one model replica that trains jobs for any simulated client it is handed."""
+
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+import warnings
+from typing import Any, Optional, cast
 
 import numpy as np
 import torch
 
 from ..config import Config
-from ..diffusion import batch_stream, data_tensor, job_generator, train_local
+from ..diffusion import data_tensor, train_local
 from ..exchange import make_exchange
+from ..grouped import GroupJob, GroupTrainer, job_inputs
 from ..messages import JobMetrics, JobSpec
 from ..model import FlatModel, build_scheduler, build_unet
 from .device import node_id, setup_torch
@@ -30,11 +33,19 @@ class ClientWorker:
         self.bf16 = cfg.train.precision == "bf16"
         self.channels_last = cfg.train.channels_last
         if cfg.train.compile:  # same parameters (still views into fm.flat), a compiled forward
-            self.fm.module = torch.compile(self.fm.module)
+            self.fm.module = cast(torch.nn.Module, torch.compile(self.fm.module))
+        # train.group_size > 1: groups of jobs train as one vmapped computation (raydiff/grouped.py); the
+        # trainer keeps its stacked buffers between groups (config refuses compile with groups)
+        self.grouper = (
+            GroupTrainer(self.fm, self.scheduler, cfg.train.group_size, self.bf16, self.channels_last)
+            if cfg.train.group_size > 1
+            else None
+        )
         self.node = node_id()
 
-    def train(self, job: JobSpec, base: np.ndarray, state: Optional[dict[str, Any]] = None
-              ) -> tuple[JobMetrics, Any, Optional[dict[str, Any]]]:
+    def train(
+        self, job: JobSpec, base: np.ndarray, state: Optional[dict[str, Any]] = None
+    ) -> tuple[JobMetrics, Any, Optional[dict[str, Any]]]:
         """Train from ``base``; return (metrics, payload, the client's new state).
 
         The payload is the delta x_local - x_start (float32), or its compressed form. ``state`` is
@@ -42,28 +53,83 @@ class ClientWorker:
         partial exchange its private copy of the parameters that are never sent.
         """
         t0 = time.perf_counter()
-        state = state or {}
-        xch = self.exchange
-        start = base
-        if xch.mask is not None and state.get("local") is not None:
-            start = np.where(xch.mask, base, state["local"])
+        start = self._start(base, state)
         self.fm.load(start)
-        rng = np.random.default_rng(job.seed)
-        gen = job_generator(int(rng.integers(2**63 - 1)), self.device)
-        batches = batch_stream(job.indices, job.batch_size, job.steps, rng)
-        loss, seen = train_local(self.fm, self.scheduler, self.images, batches, self.lr, gen, self.prox_mu,
-                                 autocast_bf16=self.bf16, channels_last=self.channels_last)
-        local = self.fm.vector()
+        batches, gen = job_inputs(job.seed, job.indices, job.batch_size, job.steps, self.device)
+        loss, seen = train_local(
+            self.fm,
+            self.scheduler,
+            self.images,
+            batches,
+            self.lr,
+            gen,
+            self.prox_mu,
+            autocast_bf16=self.bf16,
+            channels_last=self.channels_last,
+        )
+        return self._finish(job, start, self.fm.vector(), loss, seen, state, t0)
+
+    def train_group(self, specs: list[JobSpec], *refs: Any) -> tuple[Any, ...]:
+        """Train ``k = len(specs)`` jobs as ONE vectorised computation (:class:`~raydiff.grouped.GroupTrainer`).
+
+        ``refs``: the k base vectors, then the k client states (separate arguments, because Ray resolves
+        only top-level ObjectRefs). Returns ``train``'s three results per job, flat: (m0, p0, s0, m1, ...),
+        so that each job keeps its own object-store refs. A group of one is an ordinary job.
+        Each job's ``wall_seconds`` is its share (1/k) of the group's wall time.
+        """
+        k = len(specs)
+        if len(refs) != 2 * k:
+            raise ValueError(f"train_group: {k} jobs need {k} bases and {k} states, got {len(refs)} values")
+        bases, states = refs[:k], refs[k:]
+        if k == 1:
+            return self.train(specs[0], bases[0], states[0])
+        if self.grouper is None:
+            raise RuntimeError("train_group with several jobs on an actor built with train.group_size 1")
+        t0 = time.perf_counter()
+        starts = [self._start(b, s) for b, s in zip(bases, states)]
+        jobs = [
+            GroupJob(x, *job_inputs(j.seed, j.indices, j.batch_size, j.steps, self.device))
+            for j, x in zip(specs, starts)
+        ]
+        with warnings.catch_warnings():  # the group's parameters are strided views on purpose (grouped.py)
+            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+            outcomes = self.grouper.train(jobs, self.images, self.lr, self.prox_mu)
+        out: list[Any] = []
+        for j, x, o, s in zip(specs, starts, outcomes, states):
+            out.extend(self._finish(j, x, o.vector, o.loss, o.samples, s, t0, k))
+        return tuple(out)
+
+    def _start(self, base: np.ndarray, state: Optional[dict[str, Any]]) -> np.ndarray:
+        """The vector a job starts from: the base, with partial exchange the client's private parts restored."""
+        local = (state or {}).get("local")
+        if self.exchange.mask is not None and local is not None:
+            return np.where(self.exchange.mask, base, local)
+        return base
+
+    def _finish(
+        self,
+        job: JobSpec,
+        start: np.ndarray,
+        local: np.ndarray,
+        loss: float,
+        seen: int,
+        state: Optional[dict[str, Any]],
+        t0: float,
+        share: int = 1,
+    ) -> tuple[JobMetrics, Any, Optional[dict[str, Any]]]:
+        """(metrics, payload, new state) of a job that trained from ``start`` to ``local``; its wall time is
+        1/``share`` of the time since ``t0`` (a group's jobs share its time)."""
+        xch = self.exchange
         delta = local - start
         new_state = None
         if xch.compressor is None:
             payload = delta
         else:
-            payload, _, residual = xch.compressor.encode(delta, state.get("residual"))
+            payload, _, residual = xch.compressor.encode(delta, (state or {}).get("residual"))
             if xch.stateful:
                 new_state = dict(residual=residual, local=local if xch.mask is not None else None)
-        metrics = JobMetrics(job.job_id, loss, seen, self.name, self.node, time.perf_counter() - t0)
-        return metrics, payload, new_state
+        wall = (time.perf_counter() - t0) / share
+        return JobMetrics(job.job_id, loss, seen, self.name, self.node, wall), payload, new_state
 
     def ping(self) -> str:
         return self.node

@@ -1,4 +1,5 @@
 """Where an actor computes, and how many threads it may use."""
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 The orchestrator only queues ``evaluate`` calls; Ray runs them one after another on this actor while
 clients keep training, and the driver collects the rows at the end of the run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,9 +27,15 @@ class Evaluator:
     """Held-out denoising loss at fixed (t, noise) pairs drawn once from the run seed; sample batches;
     FID-type metrics of those samples against the held-out images (:class:`QualitySuite`)."""
 
-    def __init__(self, cfg: Config, heldout: np.ndarray, num_cpus: float = 1.0,
-                 heldout_labels: Optional[np.ndarray] = None, train_images: Optional[np.ndarray] = None,
-                 train_labels: Optional[np.ndarray] = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        heldout: np.ndarray,
+        num_cpus: float = 1.0,
+        heldout_labels: Optional[np.ndarray] = None,
+        train_images: Optional[np.ndarray] = None,
+        train_labels: Optional[np.ndarray] = None,
+    ) -> None:
         self.device = setup_torch(num_cpus, cfg.train.device)
         self.cfg = cfg
         rng = np.random.default_rng([cfg.seed, 0xE7A1])
@@ -53,9 +60,11 @@ class Evaluator:
         """One evals.parquet row. With ``fid``: also sample and score (fid_* columns, fid_seconds)."""
         t0 = time.perf_counter()
         self.fm.load(vector)
-        row: dict[str, Any] = dict(version=version, vtime=vtime,
-                                   heldout_loss=heldout_loss(self.fm, self.scheduler, self.images, self.t,
-                                                             self.noise))
+        row: dict[str, Any] = dict(
+            version=version,
+            vtime=vtime,
+            heldout_loss=heldout_loss(self.fm, self.scheduler, self.images, self.t, self.noise),
+        )
         if fid and (self.cfg.eval.fid or self.cfg.eval.inception_weights):
             t1 = time.perf_counter()
             scores = self.quality.score(self.sample(vector, self.fid_samples, self.cfg.seed))
@@ -69,7 +78,7 @@ class Evaluator:
         """Samples with the configured sampler. The last batch is remembered: the final FID and the final
         grid (or a grid and an FID of the same version) then cost one sampling, not two."""
         vec = np.ascontiguousarray(vector)
-        key = (hashlib.blake2b(vec.view(np.uint8), digest_size=16).hexdigest(), n, seed)
+        key = (hashlib.blake2b(vec.view(np.uint8).tobytes(), digest_size=16).hexdigest(), n, seed)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
         self.fm.load(vec)

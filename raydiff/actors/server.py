@@ -1,4 +1,5 @@
 """ParameterServer: the global vector, its version and the strategy. It executes; policy is the strategy's."""
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -13,7 +14,7 @@ def _kind(obj: Any) -> tuple[Any, ...]:
     if isinstance(obj, np.ndarray):
         return ("ndarray", str(obj.dtype), tuple(obj.shape))
     if isinstance(obj, (tuple, list)):
-        return (type(obj).__name__,) + tuple(_kind(o) for o in obj)
+        return (type(obj).__name__, *tuple(_kind(o) for o in obj))
     return (type(obj).__name__,)
 
 
@@ -26,8 +27,9 @@ class ParameterServer:
     rejected update never touches the model.
     """
 
-    def __init__(self, x0: np.ndarray, strategy: Strategy, copy_on_return: bool = True,
-                 compressor: Optional[Compressor] = None) -> None:
+    def __init__(
+        self, x0: np.ndarray, strategy: Strategy, copy_on_return: bool = True, compressor: Optional[Compressor] = None
+    ) -> None:
         """``copy_on_return=False`` under Ray: a returned array is serialised into the object store
         before the actor runs its next method, so handing out ``self.x`` itself is safe and saves a copy.
         ``compressor`` decodes payloads."""
@@ -40,8 +42,15 @@ class ParameterServer:
         self.buffered_jobs: list[int] = []
         strategy.start(self.x)
 
-    def submit(self, job_id: int, client_id: int, base_version: int, num_samples: int, payload: Any,
-               base: Optional[np.ndarray] = None) -> tuple[ServerReply, Optional[np.ndarray]]:
+    def submit(
+        self,
+        job_id: int,
+        client_id: int,
+        base_version: int,
+        num_samples: int,
+        payload: Any,
+        base: Optional[np.ndarray] = None,
+    ) -> tuple[ServerReply, Optional[np.ndarray]]:
         staleness = self.version - base_version
         self.received.add(_kind(payload))
         if base is not None:
@@ -50,8 +59,9 @@ class ParameterServer:
         reason = check_update(delta, self.x.size)
         if reason is not None:
             return ServerReply(self.version, "rejected", staleness, reason), None
-        decision = self.strategy.receive(self.x, self.version, Update(client_id, base_version, num_samples,
-                                                                     delta, base))
+        decision = self.strategy.receive(
+            self.x, self.version, Update(client_id, base_version, num_samples, delta, base)
+        )
         if decision.status == "rejected":
             return ServerReply(self.version, "rejected", staleness, decision.reason), None
         self.buffered_jobs.append(job_id)
@@ -67,7 +77,10 @@ class ParameterServer:
 
     def _new_version(self, status: str, staleness: Optional[int]) -> tuple[ServerReply, np.ndarray]:
         self.version += 1
-        reply = ServerReply(self.version, status, staleness, "", tuple(self.buffered_jobs))
+        # a NaN or inf model stops the run (measured: 17 ms for the 35.7M-parameter DDPM on this CPU, where
+        # a float64 sum took 58 ms and x.dot(x), 8 ms, overflows for large but finite models)
+        finite = bool(np.isfinite(self.x).all())
+        reply = ServerReply(self.version, status, staleness, "", tuple(self.buffered_jobs), finite)
         self.buffered_jobs = []
         return reply, self.x.copy() if self.copy_on_return else self.x
 
@@ -92,8 +105,9 @@ class ParameterServer:
 
     def state(self) -> ServerState:
         """Everything, for a checkpoint; the strategy's part is its state_dict()."""
-        return ServerState(self.x.copy(), self.version, list(self.buffered_jobs), self.audit(),
-                           self.strategy.state_dict())
+        return ServerState(
+            self.x.copy(), self.version, list(self.buffered_jobs), self.audit(), self.strategy.state_dict()
+        )
 
     def load_state(self, state: ServerState) -> None:
         # a state that came through Ray's object store holds read-only arrays: own writable copies

@@ -1,4 +1,5 @@
 """The parameter server's cost per update against one numpy axpy over the same vector (target <= 3x)."""
+
 from __future__ import annotations
 
 import time
@@ -27,10 +28,13 @@ def bench_aggregate(size: int = 35_746_307, repeats: int = 7, strategy: str = "f
     delta = rng.standard_normal(size, dtype=np.float32) * np.float32(1e-3)
     y = x.copy()
     axpy = _best(lambda: np.add(y, np.float32(0.5) * delta, out=y), repeats)  # the textbook y += a*x
-    server = ParameterServer(x, strategy_class(strategy).from_config(StrategyConfig(name=strategy, buffer_size=1000000)),
-                             copy_on_return=False)
+    server = ParameterServer(
+        x,
+        strategy_class(strategy).from_config(StrategyConfig(name=strategy, buffer_size=1000000)),
+        copy_on_return=False,
+    )
     base = x.copy() if server.strategy.needs_base else None
-    counter = iter(range(10 ** 9))
+    counter = iter(range(10**9))
     per_update = _best(lambda: server.submit(next(counter), 0, server.version, 10, delta, base), repeats)
     ratio = per_update / axpy
     print(f"vector             {size:>12,} float32 ({size * 4 / 1e6:.0f} MB)")

@@ -1,16 +1,17 @@
 """Dry-run scheduling rate: events per second with 10,000 clients (target >= 20,000 events/s)."""
+
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..runner import run
 
-ENGINE_CONFIG = {
+ENGINE_CONFIG: dict[str, Any] = {
     "name": "bench-engine",
     "data": {"dataset": "synthetic", "synthetic_size": 60000, "partition": "iid"},
-    "clients": {"num_clients": 10000, "speed": {"dist": "lognormal", "mean": 500, "sigma": 0.8},
-                "dropout": 0.05},
+    "clients": {"num_clients": 10000, "speed": {"dist": "lognormal", "mean": 500, "sigma": 0.8}, "dropout": 0.05},
     "strategy": {"name": "fedbuff", "concurrency": 1000, "buffer_size": 10},
     "run": {"max_updates": 10000, "dry_run": True},
 }

@@ -5,6 +5,7 @@ raw rate of this machine for k workers. (b) a raydiff run with k actors (FedBuff
 evaluation in the loop), counting the samples of every job whose result was used, over the event
 loop's wall time. Target: (b) / (a) >= 0.90.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -90,10 +91,19 @@ def raydiff_rate(cfg: dict) -> tuple[float, int]:
     return float(used.samples_trained.sum() / res.summary["loop_seconds"]), len(used)
 
 
-def bench_overhead(actors: int | None = None, batch: int = 32, local_steps: int = 20, updates: int = 60,
-                   preset: str = "tiny", device: str = "cpu", image_size: int = 8, bf16: bool = False,
-                   repeats: int = 1) -> float:
-    """``device="cuda"``: k clients of ``num_gpus=1/(k+1)`` (one share is the evaluator's) on one GPU against k bare processes sharing it
+def bench_overhead(
+    actors: int | None = None,
+    batch: int = 32,
+    local_steps: int = 20,
+    updates: int = 60,
+    preset: str = "tiny",
+    device: str = "cpu",
+    image_size: int = 8,
+    bf16: bool = False,
+    repeats: int = 1,
+) -> float:
+    """``device="cuda"``: k clients of ``num_gpus=1/(k+1)`` (one share is the evaluator's) on one GPU against
+    k bare processes sharing it
     (the packed rate of ARCHITECTURE.md's table, e.g. 8 x 0.125 for the 3.9M UNet at 32x32, bf16).
 
     ``repeats`` > 1 measures (bare, raydiff) pairs one after the other and reports the median of the
@@ -108,20 +118,30 @@ def bench_overhead(actors: int | None = None, batch: int = 32, local_steps: int 
         if not torch.cuda.is_available():
             from ..errors import RaydiffError
 
-            raise RaydiffError("bench overhead --device cuda: no CUDA device is visible to this process "
-                               "(torch.cuda.is_available() is False)")
+            raise RaydiffError(
+                "bench overhead --device cuda: no CUDA device is visible to this process "
+                "(torch.cuda.is_available() is False)"
+            )
     k = actors or (os.cpu_count() or 1 if device == "cpu" else 8)
     bare_steps = local_steps * updates // k
     cfg = {
         "name": "bench-overhead",
         "model": {"preset": preset},
         "data": {"image_size": image_size},
-        "clients": {"num_clients": 4 * k, "num_cpus": 1 if device == "cpu" else max(1, (os.cpu_count() or 2) // (k + 1)),
-                    "num_gpus": 0 if device == "cpu" else 1.0 / (k + 1), "dropout": 0.0},
-        "train": {"local_steps": local_steps, "batch_size": batch, "device": device,
-                  "precision": "bf16" if bf16 else "fp32"},
+        "clients": {
+            "num_clients": 4 * k,
+            "num_cpus": 1 if device == "cpu" else max(1, (os.cpu_count() or 2) // (k + 1)),
+            "num_gpus": 0 if device == "cpu" else 1.0 / (k + 1),
+            "dropout": 0.0,
+        },
+        "train": {
+            "local_steps": local_steps,
+            "batch_size": batch,
+            "device": device,
+            "precision": "bf16" if bf16 else "fp32",
+        },
         "strategy": {"name": "fedbuff", "concurrency": 2 * k, "buffer_size": 1},
-        "eval": {"every_versions": 10 ** 9, "num_samples": 1, "judge": False},
+        "eval": {"every_versions": 10**9, "num_samples": 1, "judge": False},
         "run": {"max_updates": updates, "actors": k},
     }
     print(f"workers            {k:>12}")
@@ -133,7 +153,10 @@ def bench_overhead(actors: int | None = None, batch: int = 32, local_steps: int 
         ratios.append(sim / bare)
         tag = f" [{r + 1}/{repeats}]" if repeats > 1 else ""
         print(f"bare loops{tag:<8} {bare:>10,.0f} samples/s ({k} processes, one common window)")
-        print(f"inside raydiff{tag:<4} {sim:>10,.0f} samples/s ({jobs} jobs of {local_steps} steps): ratio {sim / bare:.3f}")
+        print(
+            f"inside raydiff{tag:<4} {sim:>10,.0f} samples/s ({jobs} jobs of {local_steps} steps): "
+            f"ratio {sim / bare:.3f}"
+        )
     ratio = float(np.median(ratios))
     what = "median of " + ", ".join(f"{x:.3f}" for x in ratios) if repeats > 1 else "one pair"
     print(f"overhead ratio (raydiff / bare, {what}): {ratio:.3f}")

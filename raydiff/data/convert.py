@@ -4,6 +4,7 @@ Every loader hands over uint8 (N, H, W, C) (a strided view is fine); this module
 chunks written into one preallocated output, so a 73,257-image SVHN costs the output plus one chunk,
 never several full-size float copies.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -29,8 +30,13 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     import torch.nn.functional as F
 
     shrink = size < h or size < w
-    out = F.interpolate(torch.from_numpy(np.ascontiguousarray(images)), size=(size, size), mode="bilinear",
-                        align_corners=False, antialias=shrink)
+    out = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(images)),
+        size=(size, size),
+        mode="bilinear",
+        align_corners=False,
+        antialias=shrink,
+    )
     return out.clamp_(-1, 1).numpy()
 
 
@@ -52,14 +58,14 @@ def to_float_images(images: np.ndarray, size: int, channels: Optional[int]) -> n
     out = np.empty((n, channels or have, size, size), dtype=np.float32)
     as_is = channels in (None, have) and h == size and w == size
     for i in range(0, n, CHUNK):
-        chunk = images[i:i + CHUNK].transpose(0, 3, 1, 2)
+        chunk = images[i : i + CHUNK].transpose(0, 3, 1, 2)
         if as_is:  # the common case (MNIST at 28, CIFAR at 32): scale straight into the output
-            dst = out[i:i + CHUNK]
+            dst = out[i : i + CHUNK]
             np.multiply(chunk, SCALE, out=dst, dtype=np.float32, casting="unsafe")
             dst -= 1.0
         else:
             x = chunk.astype(np.float32)
             x *= SCALE
             x -= 1.0
-            out[i:i + CHUNK] = resize(convert_channels(x, channels), size)
+            out[i : i + CHUNK] = resize(convert_channels(x, channels), size)
     return out

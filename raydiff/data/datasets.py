@@ -1,8 +1,9 @@
 """Loading image sets into one contiguous float32 array, the form that goes into Ray's object store once."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -20,14 +21,15 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or len(self.images) != len(self.labels):
-            raise DataError(f"images must be (N, C, H, W) with one label each; got {self.images.shape} "
-                            f"and {self.labels.shape}")
+            raise DataError(
+                f"images must be (N, C, H, W) with one label each; got {self.images.shape} and {self.labels.shape}"
+            )
 
     @property
     def num_classes(self) -> int:
         return int(self.labels.max()) + 1 if len(self.labels) else 0
 
-    def subset(self, idx: np.ndarray) -> "ImageSet":
+    def subset(self, idx: np.ndarray) -> ImageSet:
         return ImageSet(np.ascontiguousarray(self.images[idx]), self.labels[idx])
 
 
@@ -59,8 +61,14 @@ def _file_reader(dataset: str) -> Callable[[DataConfig], tuple[np.ndarray, np.nd
     from .npz import load_npz
     from .torchvision_sets import load_cifar10, load_mnist, load_svhn
 
-    readers = {"mnist": load_mnist, "fashion_mnist": load_mnist, "cifar10": load_cifar10, "svhn": load_svhn,
-               "folder": load_folder, "npz": load_npz}
+    readers = {
+        "mnist": load_mnist,
+        "fashion_mnist": load_mnist,
+        "cifar10": load_cifar10,
+        "svhn": load_svhn,
+        "folder": load_folder,
+        "npz": load_npz,
+    }
     if dataset not in readers:  # guarded by the config's Literal; kept for readers adding datasets
         raise DataError(f"data.dataset: unknown dataset {dataset!r}")
     return readers[dataset]
@@ -86,7 +94,7 @@ def split_holdout(ds: ImageSet, fraction: float, rng: np.random.Generator) -> tu
     hold: list[np.ndarray] = []
     for c in range(ds.num_classes):
         idx = np.flatnonzero(ds.labels == c)
-        k = int(round(len(idx) * fraction))
+        k = round(len(idx) * fraction)
         hold.append(rng.permutation(idx)[:k])
     hold_idx = np.sort(np.concatenate(hold)) if hold else np.zeros(0, dtype=np.int64)
     mask = np.ones(len(ds.labels), dtype=bool)

@@ -3,6 +3,7 @@ McMahan et al.'s label-sorted shards, and IID labels with lognormal client sizes
 
 Pure numpy with an explicit Generator: the same seed gives the same split on any machine.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,7 @@ def dirichlet(labels: np.ndarray, num_clients: int, beta: float, rng: np.random.
     return [np.sort(p.astype(np.int64)) for p in out]
 
 
-def shards(labels: np.ndarray, num_clients: int, shards_per_client: int,
-           rng: np.random.Generator) -> list[np.ndarray]:
+def shards(labels: np.ndarray, num_clients: int, shards_per_client: int, rng: np.random.Generator) -> list[np.ndarray]:
     """McMahan et al. (2017)'s pathological non-IID split: sort by label, cut into num_clients * k shards of
     near-equal size, deal k random shards to each client, so each client sees about k classes.
 
@@ -49,8 +49,10 @@ def shards(labels: np.ndarray, num_clients: int, shards_per_client: int,
         raise DataError(f"data.shards_per_client must be >= 1, got {shards_per_client}")
     n_shards = num_clients * shards_per_client
     if n_shards > len(labels):
-        raise DataError(f"data.shards_per_client={shards_per_client} with clients.num_clients={num_clients} needs "
-                        f"{n_shards} shards but there are only {len(labels)} training samples; lower one of them")
+        raise DataError(
+            f"data.shards_per_client={shards_per_client} with clients.num_clients={num_clients} needs "
+            f"{n_shards} shards but there are only {len(labels)} training samples; lower one of them"
+        )
     perm = rng.permutation(len(labels))
     order = perm[np.argsort(labels[perm], kind="stable")]
     pieces = np.array_split(order, n_shards)
@@ -73,13 +75,22 @@ def quantity(labels: np.ndarray, num_clients: int, sigma: float, rng: np.random.
     return [np.sort(p.astype(np.int64)) for p in np.split(rng.permutation(len(labels)), cuts)]
 
 
-def partition(labels: np.ndarray, num_clients: int, method: str, beta: float,
-              rng: np.random.Generator, *, shards_per_client: int = 2,
-              quantity_sigma: float = 1.0) -> list[np.ndarray]:
+def partition(
+    labels: np.ndarray,
+    num_clients: int,
+    method: str,
+    beta: float,
+    rng: np.random.Generator,
+    *,
+    shards_per_client: int = 2,
+    quantity_sigma: float = 1.0,
+) -> list[np.ndarray]:
     """Indices of each client's samples. Raises DataError if some client would get nothing."""
     if num_clients > len(labels):
-        raise DataError(f"clients.num_clients={num_clients} is more than the {len(labels)} training samples: "
-                        "every client needs at least one sample; lower clients.num_clients")
+        raise DataError(
+            f"clients.num_clients={num_clients} is more than the {len(labels)} training samples: "
+            "every client needs at least one sample; lower clients.num_clients"
+        )
     if method == "iid":
         parts = iid(labels, num_clients, rng)
     elif method == "dirichlet":

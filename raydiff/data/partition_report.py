@@ -3,10 +3,12 @@
 A skewed split is the experiment's main knob, so a run should show the split it actually used rather
 than only the beta or k that produced it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 import numpy as np
 import pandas as pd

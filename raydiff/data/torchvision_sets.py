@@ -10,6 +10,7 @@ differs from the original's (a re-saved copy, a subset, a test fixture) and hash
 load; we check the structure (keys, shapes, dtypes) instead. The CIFAR pickles are opened with an
 unpickler that builds numpy arrays and nothing else, so a planted file cannot run code.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -21,8 +22,7 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import DataError
 
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CIFAR_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 SVHN_FILE = "train_32x32.mat"
 
@@ -39,20 +39,26 @@ def _expected(dataset: str) -> str:
 
 def _not_found(dataset: str, root: Path) -> DataError:
     what = _expected(dataset)
-    return DataError(f"data.root: no {dataset} files in {root}: expected {what}. Set data.download: true on a "
-                     "machine with internet, or point data.root at a folder holding these files")
+    return DataError(
+        f"data.root: no {dataset} files in {root}: expected {what}. Set data.download: true on a "
+        "machine with internet, or point data.root at a folder holding these files"
+    )
 
 
 def _corrupt(dataset: str, what: object, exc: BaseException) -> DataError:
-    return DataError(f"data.root: {what} could not be read as {dataset} ({type(exc).__name__}: {exc}); the file "
-                     "is corrupt or truncated: delete it and download it again (data.download: true)")
+    return DataError(
+        f"data.root: {what} could not be read as {dataset} ({type(exc).__name__}: {exc}); the file "
+        "is corrupt or truncated: delete it and download it again (data.download: true)"
+    )
 
 
 def _root(cfg: DataConfig) -> Path:
     root = Path(str(cfg.root)).expanduser()
     if not cfg.download and not root.is_dir():
-        raise DataError(f"data.root: folder {root} does not exist. Point data.root at the folder that holds "
-                        f"{_expected(cfg.dataset)}, or set data.download: true on a machine with internet")
+        raise DataError(
+            f"data.root: folder {root} does not exist. Point data.root at the folder that holds "
+            f"{_expected(cfg.dataset)}, or set data.download: true on a machine with internet"
+        )
     return root
 
 
@@ -63,9 +69,11 @@ def _download(cls_name: str, root: Path, **kwargs: Any) -> Any:
     try:
         return getattr(datasets, cls_name)(str(root), download=True, **kwargs)
     except Exception as exc:  # URLError, RuntimeError (bad md5, all mirrors failed), OSError (disk)
-        raise DataError(f"data.download: torchvision could not download {cls_name} into {root} "
-                        f"({type(exc).__name__}: {exc}); check the internet connection and the disk, or copy "
-                        "the files there by hand and set data.download: false") from None
+        raise DataError(
+            f"data.download: torchvision could not download {cls_name} into {root} "
+            f"({type(exc).__name__}: {exc}); check the internet connection and the disk, or copy "
+            "the files there by hand and set data.download: false"
+        ) from None
 
 
 def load_mnist(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -81,23 +89,29 @@ def load_mnist(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
         if "Dataset not found" in str(exc):
             raise _not_found(cfg.dataset, root) from None
         if cfg.download:
-            raise DataError(f"data.download: torchvision could not download {cls.__name__} into {root} "
-                            f"({exc}); check the internet connection, or copy the files there by hand") from None
+            raise DataError(
+                f"data.download: torchvision could not download {cls.__name__} into {root} "
+                f"({exc}); check the internet connection, or copy the files there by hand"
+            ) from None
         raise _corrupt(cfg.dataset, raw, exc) from None
     except Exception as exc:  # a truncated or foreign idx file: KeyError, ValueError, TypeError, ...
         raise _corrupt(cfg.dataset, raw, exc) from None
     images, labels = ds.data.numpy(), ds.targets.numpy().astype(np.int64)
     if images.ndim != 3 or len(images) != len(labels):
-        raise _corrupt(cfg.dataset, raw,
-                       ValueError(f"{images.shape} images but {labels.shape} labels"))
+        raise _corrupt(cfg.dataset, raw, ValueError(f"{images.shape} images but {labels.shape} labels"))
     return images[..., None], labels
 
 
 class _ArraysOnly(pickle.Unpickler):
     """Unpickles dicts, lists and numpy arrays only: a CIFAR batch needs nothing else."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
@@ -112,8 +126,9 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         data = np.asarray(entry.get("data", entry.get(b"data")))
         labels = np.asarray(entry.get("labels", entry.get(b"labels")), dtype=np.int64)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-            raise ValueError(f"expected uint8 data (N, 3072) and N labels, got {data.dtype} {data.shape} "
-                             f"and {labels.shape}")
+            raise ValueError(
+                f"expected uint8 data (N, 3072) and N labels, got {data.dtype} {data.shape} and {labels.shape}"
+            )
     except Exception as exc:
         raise _corrupt("cifar10", path, exc) from None
     return data, labels

@@ -4,6 +4,7 @@ images) for FID, KID and precision/recall, and Inception FID when the user suppl
 Submodules import torch; this package file stays light so the runner's input checks can use
 :func:`check_eval` before anything heavy is imported.
 """
+
 from __future__ import annotations
 
 from .eval_checks import check_eval

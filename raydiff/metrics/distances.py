@@ -3,6 +3,7 @@
 Plain numpy, so they run anywhere (driver, actor, notebook) and are easy to test against
 hand-made sets. Every function takes features (N, D) and returns a float.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,13 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     return frechet_from_moments(*_moments(f1), *_moments(f2))
 
 
-def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, num_subsets: int = 100, subset_size: int = 1000,
-                              rng: np.random.Generator | None = None) -> float:
+def kernel_inception_distance(
+    f1: np.ndarray,
+    f2: np.ndarray,
+    num_subsets: int = 100,
+    subset_size: int = 1000,
+    rng: np.random.Generator | None = None,
+) -> float:
     """KID (Binkowski et al. 2018): unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, averaged over subsets.
 
     Unbiased, so real vs real is ~0 (it may be slightly negative), and it needs no Gaussian assumption:
@@ -80,8 +86,8 @@ def _knn_radii(f: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
     """Squared distance from each row to its k-th nearest OTHER row (the row itself is at distance 0)."""
     out = np.empty(len(f))
     for s in range(0, len(f), chunk):
-        d = _sq_dists(f[s:s + chunk], f)
-        out[s:s + chunk] = np.partition(d, k, axis=1)[:, k]  # index 0 is the row itself
+        d = _sq_dists(f[s : s + chunk], f)
+        out[s : s + chunk] = np.partition(d, k, axis=1)[:, k]  # index 0 is the row itself
     return out
 
 
@@ -89,7 +95,7 @@ def _covered(query: np.ndarray, ref: np.ndarray, radii: np.ndarray, chunk: int =
     """For each query row: is it inside the k-NN ball of at least one reference row?"""
     hit = np.empty(len(query), dtype=bool)
     for s in range(0, len(query), chunk):
-        hit[s:s + chunk] = (_sq_dists(query[s:s + chunk], ref) <= radii[None, :]).any(axis=1)
+        hit[s : s + chunk] = (_sq_dists(query[s : s + chunk], ref) <= radii[None, :]).any(axis=1)
     return hit
 
 
@@ -103,8 +109,10 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     real = np.asarray(real, dtype=np.float64)
     fake = np.asarray(fake, dtype=np.float64)
     if len(real) <= k or len(fake) <= k:
-        raise ValueError(f"precision/recall with k={k} needs more than {k} samples per set, "
-                         f"got {len(real)} real and {len(fake)} generated")
+        raise ValueError(
+            f"precision/recall with k={k} needs more than {k} samples per set, "
+            f"got {len(real)} real and {len(fake)} generated"
+        )
     precision = _covered(fake, real, _knn_radii(real, k)).mean()
     recall = _covered(real, fake, _knn_radii(fake, k)).mean()
     return float(precision), float(recall)

@@ -8,6 +8,7 @@ and precision/recall; its accuracy on the held-out images tells users how much t
 
 Trained once per (images, labels, architecture) and cached on disk by a sha256 of all three.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,10 +39,18 @@ class DomainNet(nn.Module):
     def __init__(self, channels: int, num_classes: int, width: int = 32) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
-            nn.Flatten(), nn.Linear(2 * width * 16, FEATURES), nn.ReLU())
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(2 * width * 16, FEATURES),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(FEATURES, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,8 +69,10 @@ class DomainClassifier:
     @torch.no_grad()
     def _batches(self, images: np.ndarray, fn, batch: int = 512) -> np.ndarray:
         self.net.eval()
-        out = [fn(torch.from_numpy(np.ascontiguousarray(images[s:s + batch], dtype=np.float32)).to(self.device))
-               for s in range(0, len(images), batch)]
+        out = [
+            fn(torch.from_numpy(np.ascontiguousarray(images[s : s + batch], dtype=np.float32)).to(self.device))
+            for s in range(0, len(images), batch)
+        ]
         return torch.cat(out).cpu().numpy()
 
     def features(self, images: np.ndarray) -> np.ndarray:
@@ -80,8 +91,10 @@ class DomainClassifier:
 def classifier_key(images: np.ndarray, labels: np.ndarray, seed: int) -> str:
     """sha256 of the training images, labels, their shapes, the architecture version and the seed."""
     h = hashlib.sha256()
-    h.update(f"raydiff-domain-judge v{ARCH_VERSION} {images.shape} {labels.shape} seed={seed} "
-             f"{EPOCHS},{MAX_STEPS},{BATCH},{LR},{FEATURES}".encode())
+    h.update(
+        f"raydiff-domain-judge v{ARCH_VERSION} {images.shape} {labels.shape} seed={seed} "
+        f"{EPOCHS},{MAX_STEPS},{BATCH},{LR},{FEATURES}".encode()
+    )
     h.update(np.ascontiguousarray(images, dtype=np.float32).tobytes())
     h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     return h.hexdigest()
@@ -129,8 +142,9 @@ def _save_atomic(path: Path, payload: dict) -> None:
         raise
 
 
-def domain_classifier(images: np.ndarray, labels: np.ndarray, cache_dir: Optional[str], seed: int = 0,
-                 device: torch.device | str = "cpu") -> DomainClassifier:
+def domain_classifier(
+    images: np.ndarray, labels: np.ndarray, cache_dir: Optional[str], seed: int = 0, device: torch.device | str = "cpu"
+) -> DomainClassifier:
     """Load the classifier for this training set from ``cache_dir``, or train it and store it there.
 
     An unwritable cache only costs a retraining next time, so it is logged, never raised.
@@ -154,11 +168,19 @@ def domain_classifier(images: np.ndarray, labels: np.ndarray, cache_dir: Optiona
     clf.scale = _feature_scale(clf, images)
     if path is not None:
         try:
-            _save_atomic(path, dict(key=key, channels=int(images.shape[1]), num_classes=num_classes,
-                                    scale=clf.scale, state={k: v.cpu() for k, v in clf.net.state_dict().items()}))
+            _save_atomic(
+                path,
+                dict(
+                    key=key,
+                    channels=int(images.shape[1]),
+                    num_classes=num_classes,
+                    scale=clf.scale,
+                    state={k: v.cpu() for k, v in clf.net.state_dict().items()},
+                ),
+            )
         except OSError as exc:
             log.warning("could not cache the domain classifier in %s (%s); it will be retrained next run", path, exc)
     return clf
 
 
-__all__ = ["DomainClassifier", "DomainNet", "domain_classifier", "classifier_key", "ARCH_VERSION"]
+__all__ = ["ARCH_VERSION", "DomainClassifier", "DomainNet", "classifier_key", "domain_classifier"]

@@ -1,4 +1,5 @@
 """Evaluation checks that need more than one config section, made before Ray starts."""
+
 from __future__ import annotations
 
 from ..config import Config
@@ -16,8 +17,10 @@ def check_eval(cfg: Config) -> None:
     """Sampling steps within the schedule; the Inception weights file present (never downloaded)."""
     ev, T = cfg.eval, cfg.model.num_train_timesteps
     if ev.sample_steps is not None and ev.sample_steps > T:
-        raise ConfigError(f"eval.sample_steps={ev.sample_steps} exceeds model.num_train_timesteps={T}: a sampler "
-                          "cannot take more steps than the noise schedule has")
+        raise ConfigError(
+            f"eval.sample_steps={ev.sample_steps} exceeds model.num_train_timesteps={T}: a sampler "
+            "cannot take more steps than the noise schedule has"
+        )
     from .inception import check_inception_weights
 
     check_inception_weights(ev.inception_weights)

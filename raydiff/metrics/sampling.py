@@ -4,6 +4,7 @@ The run folder's ``model/`` was written by ``DDPMPipeline.save_pretrained``, so 
 diffusers users load any DDPM (local files only: nothing is downloaded), and sampled with the same
 code the evaluator uses, so a grid made here matches the run's own grids for the same sampler and seed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,9 +23,11 @@ def find_model_dir(run_dir: str | Path) -> Path:
     for cand in (run_dir / "model", run_dir):
         if (cand / "model_index.json").is_file():
             return cand
-    raise DataError(f"{str(run_dir)!r} holds no saved model: expected {str(run_dir / 'model' / 'model_index.json')!r} "
-                    "(written by DDPMPipeline.save_pretrained at the end of a run). Pass a run folder of a "
-                    "finished, non-dry run.")
+    raise DataError(
+        f"{str(run_dir)!r} holds no saved model: expected {str(run_dir / 'model' / 'model_index.json')!r} "
+        "(written by DDPMPipeline.save_pretrained at the end of a run). Pass a run folder of a "
+        "finished, non-dry run."
+    )
 
 
 def load_pipeline(model_dir: Path):
@@ -49,8 +52,15 @@ def run_sampler(run_dir: str | Path) -> tuple[str, int | None]:
     return ev.sampler, ev.sample_steps
 
 
-def sample_run(run_dir: str | Path, n: int, out: str | Path, sampler: str | None = None,
-               steps: int | None = None, seed: int = 0, device: str = "cpu") -> tuple[Path, np.ndarray]:
+def sample_run(
+    run_dir: str | Path,
+    n: int,
+    out: str | Path,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> tuple[Path, np.ndarray]:
     """Sample ``n`` images from the run's model and write them as one PNG grid at ``out``.
 
     ``sampler`` None: the run's own sampler (and its steps, unless ``steps`` is given)."""
@@ -75,4 +85,4 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, sampler: str | None
     return out, images
 
 
-__all__ = ["sample_run", "find_model_dir", "load_pipeline"]
+__all__ = ["find_model_dir", "load_pipeline", "sample_run"]

@@ -490,20 +490,10 @@ def audit_run_folder(
         raise RaydiffError(f"{run}: not a finished run folder (it needs config.yaml and model/unet)")
     from diffusers import UNet2DModel
 
-    from ..data import load_dataset, partition, split_holdout
+    from ..data import federated_split
 
     cfg = load_config(run / "config.yaml")
-    ds = load_dataset(cfg.data)
-    train, held = split_holdout(ds, cfg.data.holdout_fraction, np.random.default_rng([cfg.seed, 6]))
-    parts = partition(
-        train.labels,
-        cfg.clients.num_clients,
-        cfg.data.partition,
-        cfg.data.beta,
-        np.random.default_rng([cfg.seed, 5]),
-        shards_per_client=cfg.data.shards_per_client,
-        quantity_sigma=cfg.data.quantity_sigma,
-    )
+    train, held, _, parts = federated_split(cfg)
     unet = UNet2DModel.from_pretrained(str(run / "model" / "unet")).to(device)
     result = audit_trained(cfg, unet, train, held, parts, samples, options, device)
     if write:

@@ -3,27 +3,54 @@
 The driver passes ObjectRefs only: the version blob goes server -> object store -> clients, and each
 delta goes client -> server, never through the driver.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
 
 import ray
-from ray.exceptions import (ActorDiedError, ActorUnavailableError, ObjectLostError, RayActorError,
-                            RayTaskError)
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    LocalRayletDiedError,
+    NodeDiedError,
+    ObjectLostError,
+    RayActorError,
+    RayTaskError,
+    WorkerCrashedError,
+)
 
 from ..config import Config
-from ..errors import RaydiffError
+from ..errors import ClientJobError, InternalError
 from ..messages import JobMetrics, JobSpec, ServerReply, ServerState
 from ..sim.executor import ActorLost
 from .pool import ActorPool, Ticket
 
 _ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+# what a task's argument dies of when its node goes: the object itself, or the actor or worker that made it
+_GONE = (ObjectLostError, RayActorError, NodeDiedError, WorkerCrashedError, LocalRayletDiedError)
 
 
 def _lost_input(exc: BaseException) -> bool:
-    """A task failed because an argument's object died with its node (not because the code is wrong)."""
-    return isinstance(exc, ObjectLostError) or isinstance(getattr(exc, "cause", None), ObjectLostError) \
-        or "could not be computed" in str(exc)
+    """A task failed because an argument's object died with its node (not because the code is wrong).
+
+    Decided by exception types along Ray's ``cause`` chain (a task whose argument was lost fails with a
+    RayTaskError whose cause is the argument's own error), never by matching Ray's message text.
+    """
+    e: object = exc
+    for _ in range(8):
+        if isinstance(e, _GONE):
+            return True
+        e = getattr(e, "cause", None)
+        if e is None:
+            return False
+    return False
+
+
+def _job(ticket: Ticket) -> str:
+    spec = ticket.spec
+    who = f"client {spec.client_id}'s job {spec.job_id}" if spec is not None else "a client job"
+    return f"{who} (on {ticket.actor})"
 
 
 class RayExecutor:
@@ -41,6 +68,9 @@ class RayExecutor:
     def train(self, spec: JobSpec, base: Any, state: Any = None) -> Ticket:
         return self.pool.submit(spec, base, state)
 
+    def train_group(self, specs: list[JobSpec], bases: list[Any], states: list[Any]) -> list[Ticket]:
+        return self.pool.submit_group(specs, bases, states)
+
     def state_after(self, ticket: Ticket) -> Any:
         return ticket.state_ref
 
@@ -52,23 +82,31 @@ class RayExecutor:
         try:
             metrics: JobMetrics = ray.get(ticket.metrics_ref)
             return metrics
-        except _ACTOR_LOST as exc:
+        except _ACTOR_LOST:
             self.pool.replace(ticket)
-            raise ActorLost(type(exc).__name__) from None
+            raise ActorLost("actor_lost", ticket.actor) from None
         except (RayTaskError, ObjectLostError) as exc:
             if _lost_input(exc):  # e.g. the client's state lived on a node that is gone
-                raise ActorLost("input_lost") from None
-            raise RaydiffError(f"a client job raised an error, so the run stops:\n{exc}") from None
+                raise ActorLost("object_lost", ticket.actor) from None
+            raise ClientJobError(
+                f"{_job(ticket)} raised an exception in its training, so the run stops. This is a "
+                f"bug in the training code, not a problem with the input; the remote traceback:\n"
+                f"{exc}"
+            ) from None
 
     def submit(self, spec: JobSpec, base_version: int, ticket: Ticket, base: Optional[Any]) -> tuple[ServerReply, Any]:
         out_ref, vec_ref = self.server.submit.options(num_returns=2).remote(
-            spec.job_id, spec.client_id, base_version, len(spec.indices), ticket.payload_ref, base)
+            spec.job_id, spec.client_id, base_version, len(spec.indices), ticket.payload_ref, base
+        )
         try:
             return ray.get(out_ref), vec_ref
         except (RayTaskError, ObjectLostError) as exc:
             if _lost_input(exc):  # the update was stored on a node that died before the server read it
-                raise ActorLost("update_lost") from None
-            raise
+                raise ActorLost("object_lost", ticket.actor) from None
+            raise InternalError(
+                f"the parameter server raised an exception on the update of {_job(ticket)}, so the "
+                f"run stops (a bug in the strategy or the server); the remote traceback:\n{exc}"
+            ) from None
 
     def end_round(self) -> tuple[ServerReply, Any]:
         out_ref, vec_ref = self.server.end_round.options(num_returns=2).remote()
@@ -83,8 +121,9 @@ class RayExecutor:
 
     def sample(self, version: int, handle: Any) -> None:
         """A grid of ``eval.num_samples`` with the run's seed and ``eval.sampler`` (as the final grid and FID)."""
-        self.sample_refs.append((version, self.evaluator.sample.remote(handle, self.cfg.eval.num_samples,
-                                                                       self.cfg.seed)))
+        self.sample_refs.append(
+            (version, self.evaluator.sample.remote(handle, self.cfg.eval.num_samples, self.cfg.seed))
+        )
 
     # ---- checkpoints: handles <-> contents (only at checkpoint and resume time)
     def fetch(self, handle: Any) -> Any:

@@ -1,10 +1,11 @@
 """The Ray side of clients: a pool of ClientWorker actors, least-loaded dispatch, replacement on death."""
+
 from __future__ import annotations
 
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import ray
 
@@ -24,6 +25,12 @@ class Ticket:
     metrics_ref: Any
     payload_ref: Any
     state_ref: Any  # the client's state after this job
+    spec: Optional[JobSpec] = None  # the job, to name it when it fails
+
+    @property
+    def actor(self) -> str:
+        """The actor's name as JobMetrics.actor reports it."""
+        return f"client-actor-{self.slot}"
 
 
 class ActorPool:
@@ -40,10 +47,14 @@ class ActorPool:
     def _spawn(self, slot: int, generation: int = 0):
         c = self.cfg.clients
         # SPREAD: clients fan out over the cluster's nodes, so losing a node loses few of them.
-        return self.cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus, max_restarts=0, max_task_retries=0,
-                                scheduling_strategy="SPREAD",
-                                name=f"{self.tag}-client-{slot}-g{generation}").remote(
-            self.cfg, self.images_ref, f"client-actor-{slot}")
+        return self.cls.options(
+            num_cpus=c.num_cpus,
+            num_gpus=c.num_gpus,
+            max_restarts=0,
+            max_task_retries=0,
+            scheduling_strategy="SPREAD",
+            name=f"{self.tag}-client-{slot}-g{generation}",
+        ).remote(self.cfg, self.images_ref, f"client-actor-{slot}")
 
     def wait_ready(self) -> list[str]:
         """Block until every actor has built its model; returns their node ids."""
@@ -53,7 +64,20 @@ class ActorPool:
         slot = min(range(len(self.actors)), key=lambda i: (self.load[i], i))
         self.load[slot] += 1
         m, p, s = self.actors[slot].train.options(num_returns=3).remote(job, base_ref, state_ref)
-        return Ticket(slot, self.generation[slot], m, p, s)
+        return Ticket(slot, self.generation[slot], m, p, s, job)
+
+    def submit_group(self, jobs: list[JobSpec], base_refs: list[Any], state_refs: list[Any]) -> list[Ticket]:
+        """Train ``jobs`` as one group on the least-loaded actor; one ordinary Ticket per job.
+
+        The actor's load grows by the group's size, and each ticket is settled (``done``) or lost (``replace``)
+        on its own, so a group lost with its actor fails each of its jobs through the usual ActorLost path.
+        """
+        k = len(jobs)
+        slot = min(range(len(self.actors)), key=lambda i: (self.load[i], i))
+        self.load[slot] += k
+        refs = self.actors[slot].train_group.options(num_returns=3 * k).remote(jobs, *base_refs, *state_refs)
+        gen = self.generation[slot]
+        return [Ticket(slot, gen, refs[3 * i], refs[3 * i + 1], refs[3 * i + 2], job) for i, job in enumerate(jobs)]
 
     def done(self, t: Ticket) -> None:
         if self.generation[t.slot] == t.generation:

@@ -1,4 +1,5 @@
 """An event heap keyed by (virtual time, sequence): ties break by dispatch order, never by real timing."""
+
 from __future__ import annotations
 
 import heapq

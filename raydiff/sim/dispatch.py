@@ -6,6 +6,7 @@
   ``round_reports`` updates arrived (the rest are ``over_selected``), when every selected client is
   back, or at the deadline (stragglers: ``deadline``); then the server's ``end_round`` makes the version.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol

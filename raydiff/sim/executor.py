@@ -4,6 +4,7 @@
 nothing: it runs the real ParameterServer and strategy on EMPTY vectors, so versions, buffers and
 staleness follow exactly the rules of a real run at the cost of a few list operations per event.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Protocol
@@ -12,7 +13,15 @@ from ..messages import JobMetrics, JobSpec, ServerReply, ServerState
 
 
 class ActorLost(Exception):
-    """The actor that held a job (or an object it needed or made) died; the job fails at its virtual time."""
+    """The actor that held a job (or an object it needed or made) died; the job fails at its virtual time.
+
+    ``reason``: the job's failure_reason, ``actor_lost`` (the actor died) or ``object_lost`` (an update or
+    client state lived in a lost node's object store); ``actor``: the actor the job ran on, if known.
+    """
+
+    def __init__(self, reason: str = "actor_lost", actor: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.actor = reason, actor
 
 
 class Executor(Protocol):
@@ -25,6 +34,10 @@ class Executor(Protocol):
     # ---- training and aggregation (the event loop)
     def train(self, spec: JobSpec, base: Any, state: Any = None) -> Any:
         """Start a job from the model behind handle ``base`` (and the client's ``state``); return a ticket."""
+
+    def train_group(self, specs: list[JobSpec], bases: list[Any], states: list[Any]) -> list[Any]:
+        """Start ``specs`` as ONE group (``train.group_size`` > 1), job i from ``bases[i]`` and ``states[i]``;
+        return one ticket per job, each settled like ``train``'s."""
 
     def state_after(self, ticket: Any) -> Any:
         """A handle to the client's state once the job is done (kept by the orchestrator per client)."""

@@ -1,4 +1,5 @@
 """The orchestrator's records: a job in flight, the non-job events, and what a loop returns."""
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ not on how many actors there are or which finished first in real time (docs/arch
 This module never imports Ray: the executor is the only door to the outside, and the strategy
 speaks through its :class:`~raydiff.strategies.base.Schedule`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,6 +18,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..config import Config
+from ..errors import ModelNotFinite
 from ..hetero import Availability, ClientProfile, plan_job
 from ..messages import JobSpec, ServerReply
 from ..strategies.base import Schedule
@@ -24,6 +26,7 @@ from . import checkpoint
 from .clock import EventQueue
 from .dispatch import dispatch_policy
 from .executor import ActorLost, Executor
+from .grouping import WAITING, GroupBuffer, Member
 from .jobs import Deadline, Job, LoopResult, Wake, job_seed, steps_for
 from .selection import IdleSet
 
@@ -32,15 +35,33 @@ log = logging.getLogger(__name__)
 Event = Union[Job, Wake, Deadline]
 
 
+class LoopAborted(Exception):
+    """The loop stopped on an error (``cause``); ``result`` holds every job it settled, each with one final status."""
+
+    def __init__(self, cause: Exception, result: LoopResult) -> None:
+        super().__init__(str(cause))
+        self.cause, self.result = cause, result
+
+
 class Orchestrator:
     """Owns the virtual clock, the event heap and job bookkeeping."""
 
-    def __init__(self, cfg: Config, schedule: Schedule, profiles: list[ClientProfile], parts: list[np.ndarray],
-                 availability: Availability, executor: Executor, x0_handle: Any, down_bytes: int, up_bytes: int,
-                 stateful_clients: bool = False,
-                 on_progress: Optional[Callable[[dict[str, Any]], None]] = None,
-                 on_checkpoint: Optional[Callable[[checkpoint.LoopState], None]] = None,
-                 resume: Optional[checkpoint.LoopState] = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        schedule: Schedule,
+        profiles: list[ClientProfile],
+        parts: list[np.ndarray],
+        availability: Availability,
+        executor: Executor,
+        x0_handle: Any,
+        down_bytes: int,
+        up_bytes: int,
+        stateful_clients: bool = False,
+        on_progress: Optional[Callable[[dict[str, Any]], None]] = None,
+        on_checkpoint: Optional[Callable[[checkpoint.LoopState], None]] = None,
+        resume: Optional[checkpoint.LoopState] = None,
+    ) -> None:
         """``schedule``: the strategy's declarations (round-based or not, jobs in flight, ...).
         ``on_checkpoint(state)`` is called every ``run.checkpoint_every`` versions with a snapshot
         (sim/checkpoint.py); ``resume`` is such a snapshot to continue from."""
@@ -86,6 +107,9 @@ class Orchestrator:
         self.held: set[int] = set()
         self.last_eval: tuple[int, bool] = (0, False)
         self.next_eval_vtime = math.inf
+        self.non_finite_streak = 0  # updates rejected as NaN/Inf in a row (not checkpointed: a stop rule only)
+        # train.group_size > 1: jobs wait to be sent in groups decided by the virtual schedule (sim/grouping.py)
+        self.groups = GroupBuffer(cfg.train.group_size) if cfg.train.group_size > 1 else None
 
     @property
     def needs_base(self) -> bool:
@@ -131,24 +155,70 @@ class Orchestrator:
         steps = self.steps[client]
         samples = steps * tr.batch_size
         offline_after = self.avail.on_until(client, self.now) - self.now
-        plan = plan_job(self.profiles[client], samples, self.down_bytes, self.up_bytes, self.plan_rng,
-                        jitter=self.cfg.clients.speed.jitter, offline_after=offline_after)
+        plan = plan_job(
+            self.profiles[client],
+            samples,
+            self.down_bytes,
+            self.up_bytes,
+            self.plan_rng,
+            jitter=self.cfg.clients.speed.jitter,
+            offline_after=offline_after,
+        )
         job_id = self.next_job
         self.next_job += 1
         seed = job_seed(self.cfg.seed, job_id)
         spec = JobSpec(job_id, client, seed, self.parts[client], steps, tr.batch_size)
         job = Job(spec, plan, self.version, self.now, self.round)
-        job.row = dict(job_id=job_id, client_id=client, actor="", node_id="", dispatch_vtime=self.now,
-                       finish_vtime=self.now + plan.end_s, status="", failure_reason=plan.failure_reason,
-                       base_version=self.version, applied_version=None, staleness=None, num_samples=n,
-                       samples_trained=samples, train_loss=math.nan, wall_seconds=math.nan,
-                       download_s=plan.download_s, compute_s=plan.compute_s, upload_s=plan.upload_s,
-                       download_bytes=self.down_bytes, upload_bytes=self.up_bytes)
+        job.row = dict(
+            job_id=job_id,
+            client_id=client,
+            actor="",
+            node_id="",
+            dispatch_vtime=self.now,
+            finish_vtime=self.now + plan.end_s,
+            status="",
+            failure_reason=plan.failure_reason,
+            base_version=self.version,
+            applied_version=None,
+            staleness=None,
+            num_samples=n,
+            samples_trained=samples,
+            train_loss=math.nan,
+            wall_seconds=math.nan,
+            download_s=plan.download_s,
+            compute_s=plan.compute_s,
+            upload_s=plan.upload_s,
+            download_bytes=self.down_bytes,
+            upload_bytes=self.up_bytes,
+        )
+        full = None
         if not plan.fails:  # a job doomed to fail is not trained for real: its result is never used
-            job.ticket = self.executor.train(spec, self.current, self.client_state.get(client))
+            if self.groups is None:
+                job.ticket = self.executor.train(spec, self.current, self.client_state.get(client))
+            else:
+                job.ticket = WAITING
+                full = self.groups.add(Member(spec, self.version, self.current, self.client_state.get(client)))
             self.base_count[self.version] = self.base_count.get(self.version, 0) + 1
         self.inflight[job_id] = job
         self.queue.push(self.now + plan.end_s, job)
+        if full is not None:
+            self._send(full)
+
+    def _send(self, group: list[Member]) -> None:
+        """Start a group of waiting jobs on one actor; each job gets its own ticket."""
+        assert self.groups is not None
+        tickets = self.executor.train_group([m.spec for m in group], [m.base for m in group], [m.state for m in group])
+        for m, ticket in zip(group, tickets):
+            self.inflight[m.spec.job_id].ticket = ticket
+        self.groups.live(self.inflight)  # forget groups whose jobs are all settled (they hold base handles)
+
+    def _drop_ticket(self, job: Job) -> None:
+        """The job's result will never be used: a waiting job is never trained, a sent one is discarded."""
+        if job.ticket is WAITING:
+            assert self.groups is not None
+            self.groups.withdraw(job.spec.job_id)
+        elif job.ticket is not None:
+            self.executor.discard(job.ticket)
 
     # ------------------------------------------------------------------ settling
     def _release_base(self, job: Job) -> None:
@@ -175,6 +245,10 @@ class Orchestrator:
         self.idle.release(job.spec.client_id)
 
     def _settle(self, job: Job) -> None:
+        if job.ticket is WAITING:  # the loop must wait for a job not yet sent: send every waiting job
+            assert self.groups is not None
+            for group in self.groups.flush():
+                self._send(group)
         del self.inflight[job.spec.job_id]
         client = job.spec.client_id
         if job.ticket is None:
@@ -188,9 +262,13 @@ class Orchestrator:
             self._lost(job, exc)
             return
         if metrics is not None:
-            job.row.update(actor=metrics.actor, node_id=metrics.node_id, train_loss=metrics.train_loss,
-                           wall_seconds=metrics.wall_seconds)
-            self.recent_loss = (self.recent_loss + [metrics.train_loss])[-20:]
+            job.row.update(
+                actor=metrics.actor,
+                node_id=metrics.node_id,
+                train_loss=metrics.train_loss,
+                wall_seconds=metrics.wall_seconds,
+            )
+            self.recent_loss = ([*self.recent_loss, metrics.train_loss])[-20:]
         base = self.handles[job.base_version] if self.needs_base else None
         try:
             reply, handle = self.executor.submit(job.spec, job.base_version, job.ticket, base)
@@ -209,16 +287,32 @@ class Orchestrator:
             self.idle.release(client)
         if reply.status == "rejected":
             self._final(job, "rejected", reply.reason)
+            self._count_non_finite(reply.reason)
         else:
+            self.non_finite_streak = 0
             self.pending_rows[job.spec.job_id] = job
             self.round_received += 1
         self._adopt(reply, handle)
+
+    def _count_non_finite(self, reason: str) -> None:
+        """Stop a run that diverged while its model stays finite: every update NaN or Inf, for two rounds of
+        jobs in flight in a row (a run would otherwise reject them forever and never make a version)."""
+        if not reason.startswith("non_finite"):
+            return
+        self.non_finite_streak += 1
+        if self.non_finite_streak >= max(16, 2 * self.schedule.jobs_in_flight):
+            raise ModelNotFinite(
+                f"the last {self.non_finite_streak} updates were all NaN or infinite (training "
+                f"diverged at version {self.version}), so the run stops; the run folder keeps every "
+                "job settled so far. Lower train.lr or strategy.server_lr, or set strategy.norm_bound"
+            )
 
     def _lost(self, job: Job, exc: ActorLost) -> None:
         """The job's actor, or an object it needed or made, died with a node: the job failed."""
         self._release_base(job)
         self.client_state.pop(job.spec.client_id, None)  # its state may be gone too: start afresh
-        self._final(job, "failed", f"actor_lost: {exc}")
+        job.row["actor"] = exc.actor
+        self._final(job, "failed", exc.reason)  # actor_lost or object_lost (README: "The run folder")
 
     def _adopt(self, reply: ServerReply, handle: Any) -> None:
         """Mark the jobs a new version absorbed as applied, adopt its handle, schedule evaluations."""
@@ -236,6 +330,12 @@ class Orchestrator:
             if job.spec.client_id in self.held:
                 self.held.discard(job.spec.client_id)
                 self.idle.release(job.spec.client_id)
+        if not reply.finite:  # stop before this version is evaluated, sampled or checkpointed
+            raise ModelNotFinite(
+                f"the global model has NaN or infinite values at version {reply.version} (virtual "
+                f"time {self.now:.6g} s), so the run stops; the run folder keeps every job settled "
+                "so far. Lower strategy.server_lr or train.lr, or set strategy.norm_bound"
+            )
         self._schedule_eval(handle)
         every = self.cfg.run.checkpoint_every
         if every and self.on_checkpoint is not None and self.version % every == 0:
@@ -243,10 +343,15 @@ class Orchestrator:
         ev = self.cfg.eval
         if ev.sample_every_versions and self.version % ev.sample_every_versions == 0:
             self.executor.sample(self.version, handle)
-        self.on_progress(dict(version=self.version, vtime=self.now,
-                              loss=float(np.mean(self.recent_loss)) if self.recent_loss else math.nan,
-                              live_versions=len(self.handles),
-                              **self.counts))
+        self.on_progress(
+            dict(
+                version=self.version,
+                vtime=self.now,
+                loss=float(np.mean(self.recent_loss)) if self.recent_loss else math.nan,
+                live_versions=len(self.handles),
+                **self.counts,
+            )
+        )
 
     def _schedule_eval(self, handle: Any) -> None:
         """Queue an evaluation of the new version if a schedule asks for it (the call returns at once).
@@ -268,7 +373,7 @@ class Orchestrator:
         for job in list(self.inflight.values()):
             self._leave(job)
             if job.ticket is not None:
-                self.executor.discard(job.ticket)
+                self._drop_ticket(job)
                 self._release_base(job)
             self._final(job, "rejected", reason)
         self.end_round()
@@ -305,10 +410,10 @@ class Orchestrator:
     def run(self) -> LoopResult:
         t0 = time.perf_counter()
         interrupted = False
+        if self.resume is not None:  # a checkpoint that does not fit stops the run here, before it changes anything
+            checkpoint.restore(self, self.resume)
         try:
-            if self.resume is not None:
-                checkpoint.restore(self, self.resume)
-            else:
+            if self.resume is None:
                 self.executor.evaluate(0, 0.0, self.current)
                 self.last_eval = (0, False)
                 self.next_eval_vtime = self.cfg.eval.every_vtime or math.inf
@@ -318,23 +423,46 @@ class Orchestrator:
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted: writing a consistent run folder for version %d", self.version)
+        except Exception as exc:  # a client's bug, a diverged model: stop; the runner keeps what is settled
+            try:
+                self._wind_down(True, "run_failed")
+            except Exception:  # the executor may be broken too; the rows are what matters
+                log.exception("winding down after a failure")
+            raise LoopAborted(
+                exc,
+                LoopResult(
+                    [self.rows[k] for k in sorted(self.rows)],
+                    self.version,
+                    self.now,
+                    True,
+                    self.current,
+                    self.executor.replaced,
+                    time.perf_counter() - t0,
+                ),
+            ) from exc
         self._wind_down(interrupted)
         if tuple(self.last_eval) != (self.version, True):  # the final version always gets FID (a repeat row wins)
             self.executor.evaluate(self.version, self.now, self.current, fid=True)
-        return LoopResult([self.rows[k] for k in sorted(self.rows)], self.version, self.now, interrupted,
-                          self.current, self.executor.replaced, time.perf_counter() - t0)
+        return LoopResult(
+            [self.rows[k] for k in sorted(self.rows)],
+            self.version,
+            self.now,
+            interrupted,
+            self.current,
+            self.executor.replaced,
+            time.perf_counter() - t0,
+        )
 
-    def _wind_down(self, interrupted: bool) -> None:
+    def _wind_down(self, interrupted: bool, reason: str = "") -> None:
         """Give every dispatched job its one final status: in flight -> rejected; buffered -> rejected."""
-        reason = "interrupted" if interrupted else "run_stopped"
+        reason = reason or ("interrupted" if interrupted else "run_stopped")
         if self.active is not None:
             jid = self.active.spec.job_id
             if jid not in self.rows and jid not in self.pending_rows:
                 self.inflight.pop(jid, None)
                 self._final(self.active, "rejected", reason)
         for job in sorted(self.inflight.values(), key=lambda j: j.spec.job_id):
-            if job.ticket is not None:
-                self.executor.discard(job.ticket)
+            self._drop_ticket(job)
             self._final(job, "rejected", reason)
         self.inflight.clear()
         self.queue.drain()

@@ -2,6 +2,7 @@
 
 Deterministic for a Generator: the same sequence of picks and releases gives the same choices.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -10,6 +10,7 @@ strategy=obj)``). Client-level DP, the norm bound and the EMA wrap any strategy 
 
 Pure numpy: a strategy never imports Ray, so every formula is unit-testable by hand.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -153,10 +154,15 @@ class Strategy(ABC):
 
     def schedule(self) -> Schedule:
         """The declarations as one frozen record (the orchestrator reads nothing else)."""
-        return Schedule(round_based=bool(self.round_based), needs_base=bool(self.needs_base),
-                        jobs_in_flight=int(self.jobs_in_flight), updates_per_version=int(self.updates_per_version),
-                        round_reports=int(self.round_reports), deadline_s=self.round_deadline_s,
-                        one_update_per_client=bool(self.one_update_per_client))
+        return Schedule(
+            round_based=bool(self.round_based),
+            needs_base=bool(self.needs_base),
+            jobs_in_flight=int(self.jobs_in_flight),
+            updates_per_version=int(self.updates_per_version),
+            round_reports=int(self.round_reports),
+            deadline_s=self.round_deadline_s,
+            one_update_per_client=bool(self.one_update_per_client),
+        )
 
     # ------------------------------------------------------------------ the rule
     def start(self, x: np.ndarray) -> None:
@@ -186,8 +192,7 @@ class Strategy(ABC):
         """Run ``hook(total)`` on every aggregated sum, in place, before it is divided and applied."""
         self.__dict__.setdefault("_sum_hooks", []).append(hook)
 
-    def apply_aggregate(self, x: np.ndarray, total: np.ndarray, denominator: float,
-                        optimizer: ServerOptimizer) -> None:
+    def apply_aggregate(self, x: np.ndarray, total: np.ndarray, denominator: float, optimizer: ServerOptimizer) -> None:
         """Make a version from a sum of weighted updates: sum hooks (DP noise) on ``total`` in place,
         then ``optimizer.step(x, total / denominator)``. ``total`` is overwritten."""
         for hook in self.__dict__.get("_sum_hooks", ()):
@@ -198,8 +203,10 @@ class Strategy(ABC):
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs; nested dicts of numbers, strings, lists, numpy arrays."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement state_dict()/load_state_dict(), "
-                                  "so a run with run.checkpoint_every cannot save it")
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement state_dict()/load_state_dict(), "
+            "so a run with run.checkpoint_every cannot save it"
+        )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement load_state_dict()")
@@ -216,9 +223,11 @@ class Strategy(ABC):
         """For strategies configured by ``strategy.*`` fields (the built-ins): options would be ignored."""
         if cfg.options:
             key = next(iter(cfg.options))
-            raise ConfigError(f"strategy.options.{key}: unknown option of {cls.__name__}, which takes its settings "
-                              f"from the strategy section itself ({fields}); strategy.options is for strategies "
-                              "named by import path")
+            raise ConfigError(
+                f"strategy.options.{key}: unknown option of {cls.__name__}, which takes its settings "
+                f"from the strategy section itself ({fields}); strategy.options is for strategies "
+                "named by import path"
+            )
 
     @classmethod
     def from_options(cls: type[S], options: Mapping[str, Any], where: str = "strategy.options") -> S:
@@ -234,8 +243,11 @@ class Strategy(ABC):
             hints = typing.get_type_hints(cls.__init__)
         except Exception:  # noqa: BLE001 - unresolvable annotations: take values as given
             hints = {}
-        params = {n: p for n, p in sig.parameters.items() if n != "self"
-                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        params = {
+            n: p
+            for n, p in sig.parameters.items()
+            if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
         takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
         unknown = [k for k in options if k not in params and not takes_any]
         if unknown:
@@ -243,8 +255,10 @@ class Strategy(ABC):
             raise ConfigError(f"{where}.{unknown[0]}: unknown option of {cls.__name__}; allowed: {allowed}")
         missing = [n for n, p in params.items() if p.default is p.empty and n not in options]
         if missing:
-            raise ConfigError(f"{where}.{missing[0]}: required by {cls.__name__} and not given "
-                              f"(set it with --set {where}.{missing[0]}=...)")
+            raise ConfigError(
+                f"{where}.{missing[0]}: required by {cls.__name__} and not given "
+                f"(set it with --set {where}.{missing[0]}=...)"
+            )
         kwargs = {k: convert_value(v, hints[k], f"{where}.{k}") if k in hints else v for k, v in options.items()}
         try:
             return cls(**kwargs)

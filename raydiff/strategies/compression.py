@@ -5,6 +5,7 @@ failed to carry; None the first time) and returns the new one, so a caller that 
 client gets error feedback (Seide et al. 2014; Karimireddy et al. 2019), and one that drops them
 gets plain compression. ``nbytes`` is the payload's size on the wire, for the network model.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,9 @@ class Compressor(ABC):
     """encode(delta, residual) -> (payload, nbytes, new_residual); decode(payload, size) -> float32[size]."""
 
     @abstractmethod
-    def encode(self, delta: np.ndarray, residual: Optional[np.ndarray] = None
-               ) -> tuple[Payload, int, Optional[np.ndarray]]:
+    def encode(
+        self, delta: np.ndarray, residual: Optional[np.ndarray] = None
+    ) -> tuple[Payload, int, Optional[np.ndarray]]:
         """Compress ``delta + residual``; ``new_residual`` = that minus what the payload decodes to
         (None when nothing was lost)."""
 
@@ -33,8 +35,9 @@ class Compressor(ABC):
 class _Elementwise(Compressor):
     """A compressor of the whole vector: subclasses say how to pack it; the residual follows."""
 
-    def encode(self, delta: np.ndarray, residual: Optional[np.ndarray] = None
-               ) -> tuple[Payload, int, Optional[np.ndarray]]:
+    def encode(
+        self, delta: np.ndarray, residual: Optional[np.ndarray] = None
+    ) -> tuple[Payload, int, Optional[np.ndarray]]:
         e = delta if residual is None else delta + residual
         payload, nbytes = self._pack(e)
         return payload, nbytes, self._residual(e, payload)
@@ -123,7 +126,7 @@ class TopK(_Elementwise):
         k = self.k_for(e.size)
         if k == 0:
             return (np.zeros(0, np.int32), np.zeros(0, np.float32)), 0
-        idx = np.sort(np.argpartition(np.abs(e), e.size - k)[e.size - k:]).astype(np.int32)
+        idx = np.sort(np.argpartition(np.abs(e), e.size - k)[e.size - k :]).astype(np.int32)
         return (idx, e[idx].astype(np.float32)), 8 * k
 
     def decode(self, payload: Payload, size: int) -> np.ndarray:
@@ -152,12 +155,14 @@ class Partial(Compressor):
         self.mask = mask
         self.inner = inner if inner is not None else NoCompression()
 
-    def encode(self, delta: np.ndarray, residual: Optional[np.ndarray] = None
-               ) -> tuple[Payload, int, Optional[np.ndarray]]:
+    def encode(
+        self, delta: np.ndarray, residual: Optional[np.ndarray] = None
+    ) -> tuple[Payload, int, Optional[np.ndarray]]:
         if delta.shape != self.mask.shape:
             raise ValueError(f"delta has {delta.size} values, the mask {self.mask.size}")
-        payload, nbytes, inner_res = self.inner.encode(delta[self.mask],
-                                                       None if residual is None else residual[self.mask])
+        payload, nbytes, inner_res = self.inner.encode(
+            delta[self.mask], None if residual is None else residual[self.mask]
+        )
         if inner_res is None:
             return payload, nbytes, None
         new_residual = np.zeros_like(delta, dtype=np.float32)

@@ -6,6 +6,7 @@ most ``C``; Gaussian noise N(0, (sigma*C)^2) per coordinate, added once to that 
 makes the aggregation step a Gaussian mechanism. What a run spends is accounted from its events, not
 here: :mod:`raydiff.privacy.accounting` (who really took part in which aggregation).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

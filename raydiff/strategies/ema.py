@@ -1,4 +1,5 @@
 """Exponential moving average of the global model: a smoother model to evaluate and sample from."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -31,8 +32,11 @@ class EMA:
         return self.value
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "updates": self.updates,
-                "value": None if self.value is None else self.value.copy()}
+        return {
+            "decay": self.decay,
+            "updates": self.updates,
+            "value": None if self.value is None else self.value.copy(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.decay = float(state["decay"])

@@ -1,4 +1,5 @@
 """FedAsync (Xie et al. 2019): every update is mixed in at once, its weight discounted by staleness."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -23,8 +24,7 @@ class FedAsync(Strategy):
 
     needs_base = True
 
-    def __init__(self, alpha: float, staleness: Callable[[int], float],
-                 max_staleness: Optional[int] = None) -> None:
+    def __init__(self, alpha: float, staleness: Callable[[int], float], max_staleness: Optional[int] = None) -> None:
         check_max_staleness(max_staleness)
         self.alpha = alpha
         self.staleness = staleness
@@ -34,8 +34,10 @@ class FedAsync(Strategy):
     def from_config(cls, cfg: StrategyConfig) -> FedAsync:
         cls.refuse_options(cfg, "concurrency, alpha, staleness, max_staleness")
         if cfg.server_optimizer != "sgd":
-            raise ConfigError("strategy.server_optimizer: server optimizers apply to aggregated updates and "
-                              "fedasync mixes one update at a time: use fedavg or fedbuff, or server_optimizer: sgd")
+            raise ConfigError(
+                "strategy.server_optimizer: server optimizers apply to aggregated updates and "
+                "fedasync mixes one update at a time: use fedavg or fedbuff, or server_optimizer: sgd"
+            )
         st = cfg.staleness
         return cls(cfg.alpha, staleness_fn(st.fn, st.a, st.b), max_staleness=cfg.max_staleness)
 

@@ -1,4 +1,5 @@
 """FedAvg (McMahan et al. 2017), the seed paper's synchronous baseline: a round's deltas, weighted by data size."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from .base import Decision, Strategy, Update
-from .server_opt import SGD, ServerOptimizer, make_server_optimizer
+from .server_opt import SGD, ServerOptimizer, server_optimizer_from
 
 if TYPE_CHECKING:
     from ..config import StrategyConfig
@@ -38,9 +39,10 @@ class FedAvg(Strategy):
     @classmethod
     def from_config(cls, cfg: StrategyConfig) -> FedAvg:
         cls.refuse_options(cfg, "clients_per_round, over_selection, deadline_s, server_lr, server_optimizer, ...")
-        return cls(cfg.server_lr, optimizer=make_server_optimizer(
-            cfg.server_optimizer, cfg.server_lr, cfg.server_momentum, cfg.server_beta1, cfg.server_beta2,
-            cfg.server_tau))
+        return cls(
+            cfg.server_lr,
+            optimizer=server_optimizer_from(cfg),
+        )
 
     def receive(self, x: np.ndarray, version: int, update: Update) -> Decision:
         if self.acc is None:
@@ -68,8 +70,12 @@ class FedAvg(Strategy):
         self.count = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"acc": None if self.acc is None else self.acc.copy(), "total": self.total, "count": self.count,
-                "optimizer": self.optimizer.state_dict()}
+        return {
+            "acc": None if self.acc is None else self.acc.copy(),
+            "total": self.total,
+            "count": self.count,
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.acc = None if state["acc"] is None else np.array(state["acc"], dtype=np.float32, copy=True)

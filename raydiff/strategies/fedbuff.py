@@ -1,4 +1,5 @@
 """FedBuff (Nguyen et al. 2022): buffer K staleness-weighted deltas, then take one server step."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from .base import Decision, Strategy, Update
-from .server_opt import SGD, ServerOptimizer, make_server_optimizer
+from .server_opt import SGD, ServerOptimizer, server_optimizer_from
 from .staleness import check_max_staleness, staleness_rejection
 
 if TYPE_CHECKING:
@@ -27,8 +28,14 @@ class FedBuff(Strategy):
 
     aggregates_sums = True
 
-    def __init__(self, buffer_size: int, server_lr: float, staleness_exponent: float,
-                 max_staleness: Optional[int] = None, optimizer: Optional[ServerOptimizer] = None) -> None:
+    def __init__(
+        self,
+        buffer_size: int,
+        server_lr: float,
+        staleness_exponent: float,
+        max_staleness: Optional[int] = None,
+        optimizer: Optional[ServerOptimizer] = None,
+    ) -> None:
         check_max_staleness(max_staleness)
         self.k = buffer_size
         self.server_lr = server_lr
@@ -40,10 +47,16 @@ class FedBuff(Strategy):
 
     @classmethod
     def from_config(cls, cfg: StrategyConfig) -> FedBuff:
-        cls.refuse_options(cfg, "concurrency, buffer_size, staleness_exponent, max_staleness, server_lr, server_optimizer, ...")
-        return cls(cfg.buffer_size, cfg.server_lr, cfg.staleness_exponent, max_staleness=cfg.max_staleness,
-                   optimizer=make_server_optimizer(cfg.server_optimizer, cfg.server_lr, cfg.server_momentum,
-                                                   cfg.server_beta1, cfg.server_beta2, cfg.server_tau))
+        cls.refuse_options(
+            cfg, "concurrency, buffer_size, staleness_exponent, max_staleness, server_lr, server_optimizer, ..."
+        )
+        return cls(
+            cfg.buffer_size,
+            cfg.server_lr,
+            cfg.staleness_exponent,
+            max_staleness=cfg.max_staleness,
+            optimizer=server_optimizer_from(cfg),
+        )
 
     @property
     def updates_per_version(self) -> int:
@@ -74,8 +87,11 @@ class FedBuff(Strategy):
         self.count = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"acc": None if self.acc is None else self.acc.copy(), "count": self.count,
-                "optimizer": self.optimizer.state_dict()}
+        return {
+            "acc": None if self.acc is None else self.acc.copy(),
+            "count": self.count,
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.acc = None if state["acc"] is None else np.array(state["acc"], dtype=np.float32, copy=True)

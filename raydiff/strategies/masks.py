@@ -1,4 +1,5 @@
 """Boolean masks over the flat parameter vector, built from parameter names (for partial exchange)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -5,6 +5,7 @@ with :func:`register_strategy`) or an import path ``package.module:ClassName``. 
 imported with the current folder on ``sys.path``, so ``raydiff run ... --set
 strategy.name=my_strategy:LatestWins`` works from the folder that holds ``my_strategy.py``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -70,8 +71,10 @@ def strategy_class(name: str) -> type[Strategy]:
     if name in _REGISTRY:
         return _REGISTRY[name]
     if ":" not in name:
-        raise ConfigError(f"strategy.name: {name!r} is not one of {', '.join(_REGISTRY)} (the registered "
-                          "strategies), nor an import path such as 'my_module:MyStrategy'")
+        raise ConfigError(
+            f"strategy.name: {name!r} is not one of {', '.join(_REGISTRY)} (the registered "
+            "strategies), nor an import path such as 'my_module:MyStrategy'"
+        )
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"strategy.name: {name!r} is not an import path 'package.module:ClassName'")
@@ -80,8 +83,10 @@ def strategy_class(name: str) -> type[Strategy]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"strategy.name: cannot import module {module_name!r} ({exc}); run from the folder "
-                          "that holds it, or put it on PYTHONPATH") from None
+        raise ConfigError(
+            f"strategy.name: cannot import module {module_name!r} ({exc}); run from the folder "
+            "that holds it, or put it on PYTHONPATH"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - the user's module raised while importing
         raise ConfigError(f"strategy.name: importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
     obj = module
@@ -97,8 +102,13 @@ def strategy_class(name: str) -> type[Strategy]:
     return obj
 
 
-def build_strategy(cfg: StrategyConfig, num_clients: int, rng: Optional[np.random.Generator] = None,
-                   mask: Optional[np.ndarray] = None, base: Optional[Strategy] = None) -> Strategy:
+def build_strategy(
+    cfg: StrategyConfig,
+    num_clients: int,
+    rng: Optional[np.random.Generator] = None,
+    mask: Optional[np.ndarray] = None,
+    base: Optional[Strategy] = None,
+) -> Strategy:
     """The strategy a run uses: ``base`` (or the class ``cfg.name`` names, built from the config), wrapped
     by client-level DP, the norm bound and the EMA as configured, and bound to the run's scheduling.
 
@@ -119,8 +129,15 @@ def build_strategy(cfg: StrategyConfig, num_clients: int, rng: Optional[np.rando
         s = NormBounded(s, NormBound(cfg.norm_bound, cfg.norm_mode))
     if cfg.ema_decay is not None:
         s = WithEMA(s, cfg.ema_decay)
-    s.bind(RunContext(num_clients=num_clients, concurrency=cfg.concurrency, clients_per_round=cfg.clients_per_round,
-                      over_selection=cfg.over_selection, deadline_s=cfg.deadline_s))
+    s.bind(
+        RunContext(
+            num_clients=num_clients,
+            concurrency=cfg.concurrency,
+            clients_per_round=cfg.clients_per_round,
+            over_selection=cfg.over_selection,
+            deadline_s=cfg.deadline_s,
+        )
+    )
     return s
 
 

@@ -8,13 +8,17 @@ Choices, following the paper:
 - ``v`` starts at ``tau**2`` (the paper asks for ``v_{-1} >= tau^2``; we take the smallest choice),
   ``m`` at 0. Both are float32 arrays created at the first step, shaped like ``x``.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..config import StrategyConfig
 
 
 class ServerOptimizer(ABC):
@@ -84,8 +88,7 @@ class _Adaptive(ServerOptimizer):
     def __init__(self, lr: float, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> None:
         super().__init__(lr)
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and tau > 0):
-            raise ValueError(f"need 0 <= beta1, beta2 < 1 and tau > 0; got beta1={beta1}, beta2={beta2}, "
-                             f"tau={tau}")
+            raise ValueError(f"need 0 <= beta1, beta2 < 1 and tau > 0; got beta1={beta1}, beta2={beta2}, tau={tau}")
         self.beta1, self.beta2, self.tau = beta1, beta2, tau
         self.m: Optional[np.ndarray] = None
         self.v: Optional[np.ndarray] = None
@@ -136,8 +139,9 @@ class FedYogi(_Adaptive):
 SERVER_OPTIMIZERS = ("sgd", "fedavgm", "fedadagrad", "fedadam", "fedyogi")
 
 
-def make_server_optimizer(name: str, lr: float, momentum: float = 0.9, beta1: float = 0.9, beta2: float = 0.99,
-                          tau: float = 1e-3) -> ServerOptimizer:
+def make_server_optimizer(
+    name: str, lr: float, momentum: float = 0.9, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3
+) -> ServerOptimizer:
     """The optimizer called ``name``; arguments a rule does not use are ignored."""
     if name == "sgd":
         return SGD(lr)
@@ -150,3 +154,10 @@ def make_server_optimizer(name: str, lr: float, momentum: float = 0.9, beta1: fl
     if name == "fedyogi":
         return FedYogi(lr, beta1, beta2, tau)
     raise ValueError(f"unknown server optimizer {name!r}; allowed: {', '.join(SERVER_OPTIMIZERS)}")
+
+
+def server_optimizer_from(cfg: StrategyConfig) -> ServerOptimizer:
+    """The optimizer ``strategy.server_optimizer`` names, with the config's learning rate and moments."""
+    return make_server_optimizer(
+        cfg.server_optimizer, cfg.server_lr, cfg.server_momentum, cfg.server_beta1, cfg.server_beta2, cfg.server_tau
+    )

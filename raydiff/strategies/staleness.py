@@ -1,8 +1,10 @@
 """Staleness discount functions s(staleness) of FedAsync (Xie et al. 2019, section 5.2)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
 """Checks every update passes before any strategy sees it: a rejected update never touches x."""
+
 from __future__ import annotations
 
 from typing import Literal, Optional

@@ -7,6 +7,7 @@ the same floats as before the wrappers existed). Order, outermost first:
 ``WithEMA(NormBounded(ClientDP(strategy)))``: the norm bound sees the raw update, DP clips what
 passes it, the EMA follows every new version.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -114,10 +115,12 @@ class ClientDP(StrategyWrapper):
     def __init__(self, inner: Strategy, mechanism: GaussianMechanism, mask: Optional[np.ndarray] = None) -> None:
         super().__init__(inner)
         if not inner.aggregates_sums:
-            raise ValueError(f"client-level DP noises an aggregated sum of updates, and {type(inner).__name__} "
-                             "does not aggregate sums (aggregates_sums is False; FedAsync mixes one update "
-                             "at a time): use fedavg or fedbuff, or a strategy that applies versions through "
-                             "Strategy.apply_aggregate")
+            raise ValueError(
+                f"client-level DP noises an aggregated sum of updates, and {type(inner).__name__} "
+                "does not aggregate sums (aggregates_sums is False; FedAsync mixes one update "
+                "at a time): use fedavg or fedbuff, or a strategy that applies versions through "
+                "Strategy.apply_aggregate"
+            )
         self.mechanism = mechanism
         self.mask = mask
         inner.add_sum_hook(self._noise)
@@ -127,8 +130,7 @@ class ClientDP(StrategyWrapper):
         return True  # the sensitivity of a sum is C only if each client is in it at most once
 
     def receive(self, x: np.ndarray, version: int, update: Update) -> Decision:
-        return self.inner.receive(x, version, replace(update, delta=self.mechanism.clip(update.delta),
-                                                      num_samples=1))
+        return self.inner.receive(x, version, replace(update, delta=self.mechanism.clip(update.delta), num_samples=1))
 
     def _noise(self, total: np.ndarray) -> None:
         if self.mask is None:

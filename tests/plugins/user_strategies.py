@@ -1,5 +1,6 @@
 """Strategies as a researcher would write them: outside the raydiff package, plugged in by import path
 or instance. Used by tests/test_user_strategy.py (this folder is not a test module)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
