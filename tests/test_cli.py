@@ -92,6 +92,9 @@ def test_ctrl_c_leaves_a_consistent_folder(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # a shell's background job (`pytest ... &`) inherits SIGINT ignored, and so would this child: Ctrl-C
+        # must reach it as it reaches a run started from a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)

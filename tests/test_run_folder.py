@@ -177,18 +177,24 @@ def test_a_second_signal_during_the_wind_down_is_deferred(capsys):
     """Issue 18, defect 4: a second Ctrl-C lost the folder right after the message promising one."""
     from raydiff.signals import Interrupted, SignalGuard, last_signal
 
-    before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or Ray's own if an earlier test started Ray here
-    with SignalGuard():
-        with pytest.raises(Interrupted) as e:
+    # as in a terminal: pytest started as a shell's background job inherits SIGINT ignored, which the guard keeps
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or Ray's own if an earlier test started Ray here
+        with SignalGuard():
+            with pytest.raises(Interrupted) as e:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            assert e.value.signum == signal.SIGTERM
+            os.kill(os.getpid(), signal.SIGINT)  # while "writing the folder": deferred, no exception
             os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(1)
-        assert e.value.signum == signal.SIGTERM
-        os.kill(os.getpid(), signal.SIGINT)  # while "writing the folder": deferred, no exception
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.1)
-    assert last_signal() == signal.SIGTERM
-    assert capsys.readouterr().err.count("deferred so that the folder is complete") == 2
-    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+            time.sleep(0.1)
+        assert last_signal() == signal.SIGTERM
+        assert capsys.readouterr().err.count("deferred so that the folder is complete") == 2
+        assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, old_int)
 
 
 # ---------------------------------------------------------------------------------------- sweeps
