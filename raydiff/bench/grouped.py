@@ -24,6 +24,7 @@ import warnings
 
 import numpy as np
 
+from . import require_device
 from .overhead import bare_rate
 
 GROUPS = (1, 2, 4, 8, 16)
@@ -107,16 +108,7 @@ def bench_grouped(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if not groups or min(groups) < 1:
         raise ValueError(f"group sizes must be >= 1, got {groups}")
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            from ..errors import RaydiffError
-
-            raise RaydiffError(
-                "bench grouped --device cuda: no CUDA device is visible to this process "
-                "(torch.cuda.is_available() is False)"
-            )
+    require_device("grouped", device)
     pinned = None
     if device == "cpu":  # the device is one core: pin this process, and so every child, to it
         saved = os.sched_getaffinity(0)

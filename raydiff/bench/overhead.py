@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import require_device
+
 
 def _bare_worker(args: tuple, barrier, results) -> None:
     """One bare training loop; it starts its clock with the others (``barrier``) and reports
@@ -112,16 +114,7 @@ def bench_overhead(
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            from ..errors import RaydiffError
-
-            raise RaydiffError(
-                "bench overhead --device cuda: no CUDA device is visible to this process "
-                "(torch.cuda.is_available() is False)"
-            )
+    require_device("overhead", device)
     k = actors or (os.cpu_count() or 1 if device == "cpu" else 8)
     bare_steps = local_steps * updates // k
     cfg = {

@@ -22,6 +22,7 @@ from ..errors import ModelNotFinite
 from ..hetero import Availability, ClientProfile, plan_job
 from ..messages import JobSpec, ServerReply
 from ..strategies.base import Schedule
+from ..strategies.update_checks import NON_FINITE
 from . import checkpoint
 from .clock import EventQueue
 from .dispatch import dispatch_policy
@@ -297,7 +298,7 @@ class Orchestrator:
     def _count_non_finite(self, reason: str) -> None:
         """Stop a run that diverged while its model stays finite: every update NaN or Inf, for two rounds of
         jobs in flight in a row (a run would otherwise reject them forever and never make a version)."""
-        if not reason.startswith("non_finite"):
+        if not reason.startswith(NON_FINITE):
             return
         self.non_finite_streak += 1
         if self.non_finite_streak >= max(16, 2 * self.schedule.jobs_in_flight):

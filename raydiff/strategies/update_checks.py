@@ -6,13 +6,15 @@ from typing import Literal, Optional
 
 import numpy as np
 
+NON_FINITE = "non_finite"  # the reason's first word when an update holds NaN or Inf (the orchestrator counts them)
+
 
 def check_update(delta: np.ndarray, expected_size: int) -> Optional[str]:
     """The reason to reject ``delta``, or None if it is acceptable."""
     if delta.dtype != np.float32 or delta.shape != (expected_size,):
         return f"malformed: expected float32[{expected_size}], got {delta.dtype}{list(delta.shape)}"
     if not np.isfinite(delta).all():
-        return "non_finite: the update holds NaN or Inf"
+        return f"{NON_FINITE}: the update holds NaN or Inf"
     return None
 
 
