@@ -1,48 +1,89 @@
-"""Which strategy is faster to a target, and which is better at the budget: numbers with CIs, and words.
+"""Every pair of arms, on every metric: the paired effect with its interval, its test, and a sentence.
 
-Every sentence is generated from ``paired_diff`` rows, so it can only claim what its interval supports:
-"X is faster" only when the CI of the time ratio excludes 1, "X is better" only when the CI of the
-difference excludes 0; otherwise the sentence says the two cannot be told apart, and gives the interval.
-Censored runs (never reached the target) are named, because they bound the factor from one side.
+Within each condition, every pair of arms (not only the best against the rest) is compared on every
+metric, paired by seed (``analysis.seeds.paired_diff``). A positive metric is compared by the geometric
+mean of the per-seed ratios ``b / a`` (a t-test on log ratios), any other by the mean difference ``b - a``
+(a t-test on differences); time to target by the difference of restricted mean times (RMST, the paired
+t-test on restricted times ``min(T, tau)``) and by the ratio of restricted times. Each row carries the
+p-value of the very test whose inversion its interval is, and names it (``test``), so "the interval
+excludes no difference" and "p < 0.05" say the same thing. In each pair ``a`` is the better arm on that
+metric (lower or higher, ``analysis.metric_table``), so ratios of a lower-is-better metric are >= 1.
+
+The sentence claims a difference only when the interval excludes it, and says which runs were censored:
+a censored run never reached the target within the budget, and enters the restricted times at the budget.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import pandas as pd
 
-from .seeds import HIGHER_IS_BETTER, STRATEGY, paired_diff
+from .metric_table import metric as metric_info
+from .seeds import STRATEGY, paired_diff
+from .stats import excludes_null
 
-QUALITY = ("final_heldout_loss", "final_fid_domain", "judge_mean_confidence")
+LEVEL = 0.95
+# Kept for callers: metric column -> reader's label (analysis.metric_table is the source).
 LABELS = {
-    "final_heldout_loss": "held-out loss",
-    "final_fid_domain": "domain FID",
-    "judge_mean_confidence": "judge confidence",
-    "final_fid_inception": "Inception FID",
-    "final_kid_domain": "domain KID",
-    "ttt_heldout_loss": "time to target (virtual s)",
+    m: metric_info(m).axis
+    for m in (
+        "final_heldout_loss",
+        "final_fid_domain",
+        "judge_mean_confidence",
+        "final_fid_inception",
+        "final_kid_domain",
+        "ttt_heldout_loss",
+    )
 }
+COLUMNS = (
+    "condition",
+    "metric",
+    "measure",
+    "a",
+    "b",
+    "n_pairs",
+    "value_a",
+    "value_b",
+    "estimate",
+    "low",
+    "high",
+    "p_value",
+    "test",
+    "significant",
+    "n_censored_a",
+    "n_censored_b",
+    "budget",
+    "target",
+    "sentence",
+)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One claim: ``other`` against ``best`` on ``aspect`` within ``condition``, and its sentence."""
+    """One claim: arm ``b`` against arm ``a`` on ``metric`` within ``condition``, by ``measure``."""
 
     condition: str
-    aspect: str  # "ttt_<metric>" or a final-quality metric
-    best: str
-    other: str
+    metric: str
+    measure: str  # "ratio" (b / a, null 1) or "difference" (b - a, null 0)
+    a: str
+    b: str
     n_pairs: int
-    estimate: float  # time ratio other/best for ttt_*, else difference other - best
+    value_a: float  # a's mean over the pairs (its RMST for a time to target)
+    value_b: float
+    estimate: float
     low: float
     high: float
-    significant: bool  # the CI excludes "no difference" (1 for a ratio, 0 for a difference)
-    n_censored_best: int
-    n_censored_other: int
+    p_value: float
+    test: str
+    significant: bool  # p < 1 - level, which is the interval excluding the null
+    n_censored_a: int
+    n_censored_b: int
+    budget: float
     target: float
     sentence: str
 
@@ -53,154 +94,135 @@ def _num(v: float, digits: int = 3) -> str:
     return f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
 
 
-def _arm_namer(between: str) -> Callable[[Any], str]:
-    """Strategy names read as themselves; any other arm as ``field=value`` (``data.beta=0.1``, not ``0.1``)."""
-    short = between[len("cfg.") :] if between.startswith("cfg.") else between
-    return lambda v: str(v) if isinstance(v, str) else f"{short}={v}"
+def _p(p: float) -> str:
+    if not math.isfinite(p):
+        return "p n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
 
 
-def _arm_means(runs: pd.DataFrame, metric: str, between: str) -> pd.Series:
-    return runs.groupby(between)[metric].mean().dropna()
-
-
-def _time_sentence(
-    cond: str, best: str, other: str, row: pd.Series, target: float, metric: str, budget: float, level: int
-) -> tuple[str, bool]:
-    r, lo, hi, n = row["ratio"], row["ratio_low"], row["ratio_high"], int(row["n_pairs"])
-    cb, co = int(row.get("n_censored_a", 0)), int(row.get("n_censored_b", 0))
-    what = f"{LABELS.get('final_' + metric, metric)} <= {_num(target, 4)}"
-    sig = math.isfinite(lo) and lo > 1
-    if n < 2:
-        s = f"{best} vs {other} on time to {what}: {other}/{best} = {_num(r)}x from {n} paired seed (no interval)."
-    elif sig:
-        s = (
-            f"{best} reaches {what} sooner than {other}: {other} takes {r:.2f}x as long "
-            f"({level}% CI {lo:.2f}-{hi:.2f}x, {n} paired seeds)."
-        )
-    elif math.isfinite(hi) and hi < 1:  # shorter restricted mean, yet the paired ratios favour the other arm
-        s = (
-            f"{other} reaches {what} sooner than {best} seed by seed: {other}/{best} = {r:.2f}x "
-            f"({level}% CI {lo:.2f}-{hi:.2f}x, {n} paired seeds), though {best}'s mean time is shorter."
-        )
-        sig = True
-    elif math.isfinite(r):
-        s = (
-            f"{best} and {other} cannot be told apart on time to {what}: {other}/{best} = {r:.2f}x "
-            f"({level}% CI {lo:.2f}-{hi:.2f}x includes 1, {n} paired seeds)."
-        )
-    else:
-        s = f"{best} vs {other} on time to {what}: no ratio ({n} paired seeds)."
-    where = f"the {_num(budget)} s budget" if math.isfinite(budget) else "the end of its run"
-    notes = []
-    if co:
-        notes.append(
-            f"{other} never reached it in {co} of {n} seeds (counted at {where}, "
-            "so its time, and the factor, are lower bounds)"
-        )
-    if cb:
-        notes.append(
-            f"{best} never reached it in {cb} of {n} seeds (counted at {where}: its time is a lower "
-            "bound, so the factor may be smaller)"
-        )
-    if notes:
-        s += " " + "; ".join(notes) + "."  # names start the notes: left as the user spelled them
-    return s, sig
-
-
-def _quality_sentence(best: str, other: str, row: pd.Series, metric: str, level: int) -> tuple[str, bool]:
-    d, lo, hi, n = row["diff"], row["diff_low"], row["diff_high"], int(row["n_pairs"])
-    name = LABELS.get(metric, metric)
-    higher = metric in HIGHER_IS_BETTER
-    sig = math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
-    word = "lower" if (d < 0) else "higher"
-    if n < 2:
-        s = (
-            f"At the budget {best} vs {other} on {name}: {_num(row['mean_a'])} vs {_num(row['mean_b'])} from "
-            f"{n} paired seed (no interval)."
-        )
-    elif sig:
-        s = (
-            f"At the budget {best} has the {'highest' if higher else 'lowest'} {name} "
-            f"({_num(row['mean_a'])}); {other}'s is {word} by {_num(abs(d))} "
-            f"({level}% CI of {other} - {best}: {_num(lo)} to {_num(hi)}, {n} paired seeds)."
-        )
-    else:
-        s = (
-            f"At the budget {best} and {other} cannot be told apart on {name}: {_num(row['mean_a'])} vs "
-            f"{_num(row['mean_b'])} ({level}% CI of {other} - {best}: {_num(lo)} to {_num(hi)} includes 0, "
-            f"{n} paired seeds)."
-        )
-    return s, sig
-
-
-def comparisons(
-    runs: pd.DataFrame,
-    aspects: Optional[Sequence[str]] = None,
-    between: str = STRATEGY,
-    by: str = "condition",
-    level: float = 0.95,
-) -> list[Comparison]:
-    """Per condition, the best arm of ``between`` on each aspect against every other arm (paired by seed).
-
-    ``aspects``: ``ttt_<m>`` columns of ``runs`` (added by ``add_time_to_target``) and final-quality
-    columns; by default every ``ttt_*`` column present plus held-out loss, domain FID and judge
-    confidence where present. "Best" is the arm with the best mean (shortest restricted mean time).
-    """
-    if aspects is None:
-        aspects = [c for c in runs.columns if c.startswith("ttt_") and not c.endswith("_reached")]
-        aspects += [c for c in QUALITY if c in runs and runs[c].notna().any()]
+def _sentence(c: Comparison, level: float = LEVEL) -> str:
+    info = metric_info(c.metric)
     pct = round(level * 100)
+    timed = c.metric.startswith("ttt_")
+    what = f"time to {info.label[len('time to ') :]}" if timed else info.label
+    if timed and math.isfinite(c.target):
+        what += f" (<= {_num(c.target, 4)})"
+    unit = f" {info.unit}" if info.unit and c.measure == "difference" else ""
+    if c.measure == "ratio":
+        eff = f"{c.b}/{c.a} = {c.estimate:.2f}x [{c.low:.2f}, {c.high:.2f}]" if math.isfinite(c.low) else ""
+        null = "1"
+    else:
+        eff = f"{c.b} - {c.a} = {c.estimate:+.3g}{unit} [{c.low:+.3g}, {c.high:+.3g}]" if math.isfinite(c.low) else ""
+        null = "0"
+    means = (
+        f"RMST {_num(c.value_a)} vs {_num(c.value_b)} virtual s up to the {_num(c.budget)} s budget"
+        if timed
+        else f"{_num(c.value_a)} vs {_num(c.value_b)}"
+    )
+    if c.n_pairs < 2 or not eff:
+        s = f"{c.a} vs {c.b} on {what} ({c.measure}): {means}, from {c.n_pairs} paired seed(s), no interval."
+    elif c.significant:
+        b_higher = c.estimate > (1.0 if c.measure == "ratio" else 0.0)
+        tail = f"{means}; {eff} ({pct}% CI, {c.test}, {_p(c.p_value)}, {c.n_pairs} paired seeds)."
+        if info.better == "none":
+            s = f"{c.b}'s {what} is {'higher' if b_higher else 'lower'} than {c.a}'s: {tail}"
+        else:
+            winner = c.a if b_higher == (info.better == "lower") else c.b
+            word = "shorter" if timed else info.better
+            s = f"{winner} has the {word} {what}: {tail}"
+    else:
+        s = (
+            f"{c.a} and {c.b} cannot be told apart on {what}: {means}; {eff} ({pct}% CI includes {null}, "
+            f"{c.test}, {_p(c.p_value)}, {c.n_pairs} paired seeds)."
+        )
+    if timed and (c.n_censored_a or c.n_censored_b):
+        notes = [f"{arm} in {k} of {c.n_pairs}" for arm, k in ((c.a, c.n_censored_a), (c.b, c.n_censored_b)) if k]
+        s += (
+            f" Never reached the target within the budget (censored, entered at the budget): {'; '.join(notes)}"
+            " seeds; the comparison is of times capped at the budget."
+        )
+    return s
+
+
+def _arm_order(grp: pd.DataFrame, metric: str, between: str) -> list[Any]:
+    """Arms best first on ``metric`` (by their mean; a time to target by its restricted mean)."""
+    info = metric_info(metric)
+    vals = grp[metric].astype(float)
+    if metric.startswith("ttt_") and "budget" in grp:
+        vals = vals.clip(upper=float(pd.to_numeric(grp["budget"]).min()))
+    means = vals.groupby(grp[between]).mean().dropna()
+    if info.better == "none":
+        return sorted(means.index, key=str)
+    return list(means.sort_values(ascending=info.better != "higher", kind="stable").index)
+
+
+def compare_arms(
+    runs: pd.DataFrame,
+    metrics: Sequence[str],
+    between: str = STRATEGY,
+    pair_on: str = "cfg.seed",
+    by: str = "condition",
+    level: float = LEVEL,
+    names: Optional[dict[Any, str]] = None,
+) -> list[Comparison]:
+    """Every pair of arms of ``between`` within each ``by`` group, on each of ``metrics`` (module doc).
+
+    ``runs`` is a per-run frame with ``metric`` columns; a ``ttt_<m>`` metric needs ``ttt_<m>_reached``,
+    ``target_<m>`` and ``budget`` (``analysis.seeds.add_time_to_target``). ``names`` spell the arms.
+    """
+    names = names or {}
     out: list[Comparison] = []
     for cond, grp in runs.groupby(by, sort=True):
-        for aspect in aspects:
-            if aspect not in grp or grp[aspect].notna().sum() == 0:
+        for m in metrics:
+            if m not in grp or grp[m].notna().sum() == 0:
                 continue
-            means = _arm_means(grp, aspect, between)
-            if len(means) < 2:
-                continue
-            higher = aspect in HIGHER_IS_BETTER
-            best = means.idxmax() if higher else means.idxmin()
-            name = _arm_namer(between)
-            for other in [a for a in means.index if a != best]:
-                pd_row = paired_diff(grp, aspect, best, other, by=[by], between=between, level=level)
-                if pd_row.empty:
+            order = _arm_order(grp, m, between)
+            timed = m.startswith("ttt_")
+            measures = ("difference", "ratio") if timed else (metric_info(m).compare_by,)
+            if measures == ("ratio",) and (grp[m].dropna() <= 0).any():
+                measures = ("difference",)  # a value <= 0 (no staleness at all) has no log ratio
+            tcol = f"target_{m[len('ttt_') :]}"
+            target = float(grp[tcol].iloc[0]) if timed and tcol in grp else math.nan
+            for a, b in itertools.combinations(order, 2):
+                d = paired_diff(grp, m, a, b, by=[by], between=between, pair_on=pair_on, level=level)
+                if d.empty:
                     continue
-                row = pd_row.iloc[0]
-                target = math.nan
-                if aspect.startswith("ttt_"):
-                    metric = aspect[len("ttt_") :]
-                    target = float(grp[f"target_{metric}"].iloc[0]) if f"target_{metric}" in grp else math.nan
-                    b = grp["budget"] if "budget" in grp else pd.Series(dtype=float)
-                    budget = float(b.iloc[0]) if len(b) and b.nunique() == 1 else math.nan  # a common budget?
-                    text, sig = _time_sentence(str(cond), name(best), name(other), row, target, metric, budget, pct)
-                    est, lo, hi = row["ratio"], row["ratio_low"], row["ratio_high"]
-                else:
-                    text, sig = _quality_sentence(name(best), name(other), row, aspect, pct)
-                    est, lo, hi = row["diff"], row["diff_low"], row["diff_high"]
-                out.append(
-                    Comparison(
+                row = d.iloc[0]
+                for measure in measures:
+                    key = "ratio" if measure == "ratio" else "diff"
+                    est, lo, hi = float(row[key]), float(row[f"{key}_low"]), float(row[f"{key}_high"])
+                    p = float(row[f"p_{key}"])
+                    c = Comparison(
                         str(cond),
-                        aspect,
-                        name(best),
-                        name(other),
+                        m,
+                        measure,
+                        names.get(a, str(a)),
+                        names.get(b, str(b)),
                         int(row["n_pairs"]),
-                        float(est),
-                        float(lo),
-                        float(hi),
-                        bool(sig),
+                        float(row["mean_a"]),
+                        float(row["mean_b"]),
+                        est,
+                        lo,
+                        hi,
+                        p,
+                        str(row[f"test_{key}"]),
+                        bool(math.isfinite(p) and p < 1 - level),
                         int(row.get("n_censored_a", 0)),
                         int(row.get("n_censored_b", 0)),
+                        float(row.get("budget", math.nan)),
                         target,
-                        text,
+                        "",
                     )
-                )
+                    null = 1.0 if measure == "ratio" else 0.0
+                    if c.significant != excludes_null(lo, hi, null) and math.isfinite(p):
+                        raise AssertionError(f"interval and test disagree: {c}")  # the module's promise
+                    out.append(Comparison(**{**c.__dict__, "sentence": _sentence(c, level)}))
     return out
 
 
 def comparisons_frame(items: Sequence[Comparison]) -> pd.DataFrame:
-    """``comparisons`` as a table (one row per claim), e.g. for a CSV next to a study's write-up."""
-    cols: list[Any] = list(Comparison.__dataclass_fields__)
-    return pd.DataFrame([[getattr(c, f) for f in cols] for c in items], columns=cols)
+    """``compare_arms`` as a table (one row per claim), e.g. for a CSV next to a study's write-up."""
+    return pd.DataFrame([[getattr(c, f) for f in COLUMNS] for c in items], columns=list(COLUMNS))
 
 
-__all__ = ["LABELS", "QUALITY", "Comparison", "comparisons", "comparisons_frame"]
+__all__ = ["COLUMNS", "LABELS", "Comparison", "compare_arms", "comparisons_frame"]

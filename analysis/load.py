@@ -36,11 +36,14 @@ def find_runs(paths: PathLike | Iterable[PathLike]) -> list[Path]:
     holds no run at all, because a silently empty study is worse than a loud typo.
     """
     found: list[Path] = []
+    from raydiff.records import EVENTS_STREAM, STREAM_DIR, has_stream
+
     for p in _as_list(paths):
-        if (p / "summary.json").is_file():
+        if (p / "summary.json").is_file() or has_stream(p):  # a killed run: no summary, its streamed records
             runs = [p]
         elif p.is_dir():
-            runs = sorted(s.parent for s in p.rglob("summary.json"))
+            killed = {s.parent.parent for s in p.rglob(f"{STREAM_DIR}/{EVENTS_STREAM}")}
+            runs = sorted({s.parent for s in p.rglob("summary.json")} | killed)
         else:
             raise ValueError(f"{p}: no such folder (expected a run folder or a folder of runs)")
         if not runs:
@@ -89,10 +92,13 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     Missing files give empty frames: a dry run has no evals.parquet, an interrupted one may lack
     more, and an analysis should still show what is there.
     """
-    summary = json.loads((run_dir / "summary.json").read_text())
+    from raydiff.records import folder_state, has_stream, read_stream
+
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     meta: dict[str, Any] = {
         f"summary.{k}": v for k, v in summary.items() if v is None or isinstance(v, (str, int, float, bool))
     }
+    meta["state"] = folder_state(run_dir)  # finished, interrupted, failed, running or killed (raydiff.records)
     cfg_path = run_dir / "config.yaml"
     if cfg_path.is_file():
         cfg = yaml.safe_load(cfg_path.read_text()) or {}
@@ -102,6 +108,9 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     for t in TABLES:
         f = run_dir / f"{t}.parquet"
         tables[t] = pd.read_parquet(f) if f.is_file() else pd.DataFrame()
+    if has_stream(run_dir):  # killed (or still running): the streamed records are the newest
+        events, evals = read_stream(run_dir)
+        tables = {"events": events.to_pandas(), "evals": pd.DataFrame(evals)}
     return meta, tables
 
 

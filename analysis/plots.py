@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,9 @@ from matplotlib.figure import Figure
 
 from raydiff.statuses import APPLIED, DROPPED, FAILED, REJECTED
 
+from .metric_table import axis_label
+from .metric_table import label as col_label
+from .metric_table import metric as metric_info
 from .metrics import gini, participation
 
 STATUS_COLORS = {
@@ -56,8 +58,8 @@ def _groups(frame: pd.DataFrame, by: str | None) -> pd.Series:
 
 
 def _legend_title(by: str | None) -> str | None:
-    """``cfg.strategy.name`` -> ``strategy.name``: the config path without the column prefix."""
-    return by[len("cfg.") :] if by and by.startswith("cfg.") else by
+    """``cfg.strategy.name`` -> ``strategy``: the reader's name of the column (``analysis.metric_table``)."""
+    return col_label(by) if by else by
 
 
 def _colors(labels: list[str]) -> dict[str, str]:
@@ -89,8 +91,8 @@ def plot_metric_vs_vtime(
             ax.plot(ev["vtime"], ev[metric], marker="o", ms=3, color=colors.get(g), label=label)
         ax.legend(title=_legend_title(by) if by in evals else None, fontsize="small")
     ax.set_xlabel("virtual time (s)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} vs virtual time")
+    ax.set_ylabel(axis_label(metric))
+    ax.set_title(f"{col_label(metric)} vs virtual time")
     ax.grid(alpha=0.3)
     return fig
 
@@ -251,21 +253,25 @@ def _step_values(vt: np.ndarray, vals: np.ndarray, grid: np.ndarray) -> np.ndarr
     return np.where(i >= 0, vals[np.clip(i, 0, None)], np.nan)
 
 
-def mean_band(curves: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per column of ``curves`` (runs x times): mean, t-interval low/high and the number of runs with a value.
+def mean_band(
+    curves: np.ndarray, level: float = 0.95, range_: str = "real"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of ``curves`` (runs x times): centre, interval low/high and the number of runs with a value.
 
-    Student t per time point (the runs are few seeds); NaN where fewer than two runs have a value.
+    Student t per time point (the runs are few seeds), on the scale the metric's ``range_`` calls for
+    (``analysis.stats.range_ci``): a positive metric's band is the geometric mean's, so it never crosses 0;
+    a share's stays in [0, 1]. NaN where fewer than two runs have a value.
     """
-    from scipy import stats
+    from .stats import range_ci
 
     n = np.sum(np.isfinite(curves), axis=0)
-    with warnings.catch_warnings():  # all-NaN columns (no run there yet) are expected: NaN is the answer
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(curves, axis=0)
-        sd = np.nanstd(curves, axis=0, ddof=1)
-    half = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * sd / np.sqrt(np.maximum(n, 1))
-    half = np.where(n >= 2, half, np.nan)
-    return mean, mean - half, mean + half, n
+    centre, lo, hi = (np.full(curves.shape[1], np.nan) for _ in range(3))
+    for j in range(curves.shape[1]):
+        if n[j] == 0:
+            continue
+        ci = range_ci(curves[:, j], range_, level, "t")
+        centre[j], lo[j], hi[j] = ci.estimate, ci.low, ci.high
+    return centre, lo, hi, n
 
 
 def plot_metric_ci(
@@ -295,6 +301,8 @@ def plot_metric_ci(
     labels = runs[hue].astype(str) if hue in runs else pd.Series("all", index=runs.index)
     colors = _colors(list(labels.unique()))
     ev = evals.dropna(subset=[metric]) if metric in evals else evals.iloc[:0]
+    metric_name = metric
+    metric_range = metric_info(metric).range
     for ax, p in zip(axes, panels):
         in_panel = runs.index[runs[panel].astype(str) == p] if panel in runs else runs.index
         for g in sorted(labels.loc[in_panel].unique()):
@@ -307,7 +315,7 @@ def plot_metric_ci(
                 continue
             grid = np.linspace(0.0, max(vt[-1] for vt, _ in series), points)
             curves = np.vstack([_step_values(vt, v, grid) for vt, v in series])
-            mean, lo, hi, _ = mean_band(curves, level)
+            mean, lo, hi, _ = mean_band(curves, level, metric_range)
             ax.plot(grid, mean, color=colors[g], lw=1.8, label=f"{g} (n={len(series)})")
             ax.fill_between(grid, lo, hi, color=colors[g], alpha=0.2, lw=0)
         if target and target in runs and len(in_panel):
@@ -316,46 +324,201 @@ def plot_metric_ci(
                 ax.axhline(float(t.iloc[0]), color="#444", ls=":", lw=1, label="target")
         ax.set_title(p if len(p) <= 60 else p[:57] + "...", fontsize="small")
         ax.set_xlabel("virtual time (s)")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(axis_label(metric_name))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize="x-small", title=_legend_title(hue), title_fontsize="x-small")
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    fig.suptitle(f"{metric} vs virtual time: mean over seeds, {round(level * 100)}% CI band")
+    centre = "geometric mean" if metric_range == "positive" else "mean"
+    pct = round(level * 100)
+    fig.suptitle(f"{col_label(metric_name)} vs virtual time\n{centre} over seeds, {pct}% CI band", fontsize="medium")
     return fig
 
 
-def plot_summary_bars(summary: pd.DataFrame, hue: str = "cfg.strategy.name", x: str = "condition") -> Figure:
-    """Bars of ``seed_summary``'s ``mean`` per ``x`` (grouped by ``hue``), with ``ci_low``/``ci_high`` error bars."""
-    fig = new_figure(max(7.0, 1.6 * summary[x].nunique() + 3) if x in summary else 7.0, 4.0)
+def _log_axis(ax, which: str) -> None:
+    """A log axis with plain numbers (1.5, 2, 3), not powers of ten: ratios and geometric means read as such."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    lo, hi = ax.get_xlim() if which == "x" else ax.get_ylim()
+    wide = hi / lo > 30 if lo > 0 else True
+    axis.set_minor_formatter(NullFormatter() if wide else FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def plot_arm_intervals(summary: pd.DataFrame, hue: str = "arm", x: str = "condition") -> Figure:
+    """Each arm's estimate with its interval (``seed_summary`` rows of ONE metric), per ``x`` group.
+
+    Points and interval bars, not bars from 0: the interval is on the metric's own scale (a geometric mean
+    for a positive metric), and the claim between arms is the paired one (``plot_forest``), not this.
+    """
+    if hue not in summary and "cfg.strategy.name" in summary:  # seed_summary's default arms
+        hue = "cfg.strategy.name"
+    fig = new_figure(max(7.0, 1.6 * summary[x].nunique() + 3) if x in summary else 7.0, 3.6)
     ax = fig.add_subplot()
     if summary.empty:
         ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
         return fig
+    name = str(summary["metric"].iloc[0]) if "metric" in summary else "value"
+    est_col = "estimate" if "estimate" in summary else "mean"
     xs = sorted(summary[x].astype(str).unique()) if x in summary else ["all"]
     hues = sorted(summary[hue].astype(str).unique()) if hue in summary else ["all"]
     colors = _colors(hues)
-    width = 0.8 / len(hues)
+    width = 0.7 / max(len(hues), 1)
     for k, h in enumerate(hues):
         sub = summary[summary[hue].astype(str) == h] if hue in summary else summary
         sub = sub.set_index(sub[x].astype(str) if x in sub else pd.Index(["all"] * len(sub))).reindex(xs)
-        mean = sub["mean"].to_numpy(float)
-        err = np.vstack([mean - sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float) - mean])
+        est = sub[est_col].to_numpy(float)
+        lo, hi = sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float)
+        err = np.vstack([est - np.where(np.isfinite(lo), lo, est), np.where(np.isfinite(hi), hi, est) - est])
         pos = np.arange(len(xs)) + (k - (len(hues) - 1) / 2) * width
-        ax.bar(pos, mean, width=width, color=colors[h], label=h)
-        ax.errorbar(pos, mean, yerr=np.nan_to_num(err), fmt="none", ecolor="#222", capsize=3, lw=1)
+        ax.errorbar(pos, est, yerr=err, fmt="o", color=colors[h], ecolor=colors[h], capsize=3, lw=1.2, label=h)
     ax.set_xticks(
         range(len(xs)),
         [s if len(s) <= 28 else s[:25] + "..." for s in xs],
         fontsize="x-small",
         rotation=15 if len(xs) > 3 else 0,
     )
-    metric = str(summary["metric"].iloc[0]) if "metric" in summary else "mean"
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric}: mean over seeds with 95% CI")
-    ax.legend(title=_legend_title(hue) if hue in summary else None, fontsize="small")
+    ax.set_ylabel(axis_label(name))
+    if metric_info(name).range == "positive" and np.nanmin(summary["ci_low"].to_numpy(float), initial=np.inf) > 0:
+        _log_axis(ax, "y")  # the interval is the geometric mean's: symmetric on this axis
+    ax.set_title(f"{col_label(name)}: per arm, 95% CI over seeds")
+    ax.legend(title=_legend_title(hue) if hue != "arm" else None, fontsize="small")
     ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+plot_summary_bars = plot_arm_intervals  # the old name: the bars are gone, the intervals stay
+
+
+def plot_forest(comparisons: pd.DataFrame, level: float = 0.95) -> Figure:
+    """Every paired comparison (``analysis.compare``'s frame): one row per pair of arms and condition, the
+    effect (a ratio on a log axis, or a difference) with its interval, one panel per metric and measure.
+
+    Each row's label says which arms, how many paired seeds and, for a time to target, how many runs of
+    each arm were censored; a filled marker is a comparison whose interval excludes no difference.
+    """
+    panels = list(dict.fromkeys(zip(comparisons["metric"], comparisons["measure"]))) if len(comparisons) else []
+    sizes = [int(((comparisons.metric == m) & (comparisons.measure == k)).sum()) for m, k in panels]
+    heights = [max(1.2, 0.32 * k + 0.9) for k in sizes]
+    fig = new_figure(9.0, max(2.5, sum(heights) + 0.3))
+    if not panels:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no paired comparisons", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": heights}).ravel()
+    for ax, (m, measure) in zip(axes, panels):
+        rows = comparisons[(comparisons.metric == m) & (comparisons.measure == measure)].reset_index(drop=True)
+        y = np.arange(len(rows))[::-1]
+        null = 1.0 if measure == "ratio" else 0.0
+        for yi, (_, r) in zip(y, rows.iterrows()):
+            ok = np.isfinite(r["low"]) and np.isfinite(r["high"])
+            color = "#1f77b4" if r["significant"] else "#777777"
+            if ok:
+                ax.plot([r["low"], r["high"]], [yi, yi], color=color, lw=1.6)
+            ax.plot([r["estimate"]], [yi], "o", color=color, mfc=color if r["significant"] else "white", ms=5)
+        labels = []
+        for _, r in rows.iterrows():
+            lab = f"{r['condition']}: {r['b']} vs {r['a']} (n={int(r['n_pairs'])}"
+            if str(m).startswith("ttt_"):
+                lab += f", cens. {int(r['n_censored_b'])}/{int(r['n_censored_a'])}"
+            labels.append(lab + ")")
+        ax.set_yticks(y, labels, fontsize="x-small")
+        ax.axvline(null, color="#444", ls=":", lw=1)
+        if measure == "ratio":
+            _log_axis(ax, "x")
+            ax.set_xlabel(f"ratio b / a of {col_label(m)} (geometric mean of per-seed ratios)", fontsize="small")
+        else:
+            unit = metric_info(m).unit
+            what = "restricted mean time (RMST)" if str(m).startswith("ttt_") else col_label(m)
+            ax.set_xlabel(f"difference b - a of {what}" + (f" ({unit})" if unit else ""), fontsize="small")
+        pct = round(level * 100)
+        ax.set_title(f"{col_label(m)}: {measure}, {pct}% CI (filled: excludes {null:g})", fontsize="small")
+        ax.grid(alpha=0.3, axis="x")
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+    return fig
+
+
+def plot_km(frame: pd.DataFrame, ttt: str = "ttt_heldout_loss", hue: str = "arm", panel: str = "condition") -> Figure:
+    """Kaplan-Meier curves of "reached the target by virtual time t", one per arm, one panel per condition,
+    with the pointwise 95% band and a tick at each censored run (it never reached the target by then).
+
+    ``frame`` is a runs frame (``analysis.study.runs_frame``): ``ttt`` times, its ``censored`` flags and the
+    runs' ``budget``; the x axis ends at the condition's budget, the dotted line.
+    """
+    from .survival import km_curve
+
+    cens_col = "censored" + ttt[len("ttt_heldout_loss") :] if ttt.startswith("ttt_heldout_loss") else "censored"
+    panels = sorted(frame[panel].astype(str).unique()) if panel in frame else ["all"]
+    cols = min(2, len(panels))
+    rows_n = math.ceil(len(panels) / cols)
+    fig = new_figure(7.0 if cols == 1 else 11.0, 3.4 * rows_n)
+    axes = fig.subplots(rows_n, cols, squeeze=False).ravel()
+    colors = _colors(list(frame[hue].astype(str).unique())) if hue in frame else {"all": PALETTE[0]}
+    for ax, p in zip(axes, panels):
+        sub = frame[frame[panel].astype(str) == p] if panel in frame else frame
+        sub = sub[sub[ttt].notna()]
+        tau = float(pd.to_numeric(sub["budget"]).min()) if "budget" in sub and len(sub) else math.nan
+        for arm, grp in sub.groupby(sub[hue].astype(str) if hue in sub else "all", sort=True):
+            t = grp[ttt].to_numpy(float)
+            reached = ~grp[cens_col].astype(bool).to_numpy() if cens_col in grp else np.ones(len(grp), bool)
+            if math.isfinite(tau):
+                reached &= t <= tau
+                t = np.minimum(t, tau)
+            c = km_curve(t, reached)
+            col = colors.get(arm, PALETTE[0])
+            n_cens = int((~reached).sum())
+            ax.step(c.time, c.reached, where="post", color=col, lw=1.8, label=f"{arm} (n={c.n}, {n_cens} censored)")
+            ax.fill_between(c.time, c.low, c.high, step="post", color=col, alpha=0.15, lw=0)
+            if len(c.censored_at):
+                at = np.searchsorted(c.time, c.censored_at, side="right") - 1
+                ax.plot(c.censored_at, c.reached[np.clip(at, 0, None)], "|", color=col, ms=12, mew=2)
+        if math.isfinite(tau):
+            ax.axvline(tau, color="#444", ls=":", lw=1)
+            ax.set_xlim(0, tau * 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(p if len(p) <= 60 else p[:57] + "...", fontsize="small")
+        ax.set_xlabel("virtual time (s)")
+        ax.set_ylabel("share of runs at target")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="x-small", loc="upper left")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    how = "Kaplan-Meier, 95% band; ticks: censored runs; dotted: the budget"
+    fig.suptitle(f"{col_label(ttt)}\n{how}", fontsize="medium")
+    return fig
+
+
+def plot_final_metrics(runs: pd.DataFrame, metrics: tuple[str, ...] = ()) -> Figure:
+    """Each run's final quality numbers (domain FID, judge confidence, ...), one panel per metric, a dot per
+    run: the numbers behind the report's tables, readable at a glance."""
+    metrics = metrics or tuple(
+        m
+        for m in ("final_fid_domain", "final_kid_domain", "final_precision", "final_recall", "judge_mean_confidence")
+        if m in runs and runs[m].notna().any()
+    )
+    fig = new_figure(min(3.0 * max(len(metrics), 1) + 1.5, 12.0), max(2.4, 0.28 * len(runs) + 1.4))
+    if not metrics:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no final quality numbers", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True).ravel()
+    names = [str(r) for r in runs.index]
+    y = np.arange(len(names))[::-1]
+    for ax, m in zip(axes, metrics):
+        ax.plot(runs[m].to_numpy(float), y, "o", color=PALETTE[0])
+        ax.set_xlabel(axis_label(m), fontsize="small")
+        lo = metric_info(m).bounds[0]
+        if metric_info(m).range == "unit":
+            ax.set_xlim(-0.02, 1.02)
+        elif np.isfinite(lo) and np.nanmin(runs[m].to_numpy(float)) >= lo:
+            ax.set_xlim(left=lo)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(y, [n if len(n) <= 40 else n[:37] + "..." for n in names], fontsize="x-small")
+    fig.suptitle("Final quality of each run")
     return fig
 
 
@@ -363,7 +526,11 @@ __all__ = [
     "STATUS_COLORS",
     "mean_band",
     "new_figure",
+    "plot_arm_intervals",
+    "plot_final_metrics",
+    "plot_forest",
     "plot_gantt",
+    "plot_km",
     "plot_metric_ci",
     "plot_metric_vs_vtime",
     "plot_participation",

@@ -29,15 +29,19 @@ DP_COLUMNS: tuple[tuple[str, str], ...] = (
     ("uniform_selection", "uniform selection"),
     ("delta", "delta"),
 )
-EXPLAIN = (
+EXPLAIN_DP = (
     "epsilon holds for every client whatever the scheduler did (the server is trusted and the schedule public); "
     "epsilon_sampled also assumes each client is picked uniformly at random in every aggregation, so it is only an "
     "estimate for FedBuff, FedAsync, over-selection or deadlines, and wherever 'uniform selection' is no (the "
-    "counts rule it out). The audit's numbers are evidence, not a guarantee: beside each "
+    "counts rule it out)."
+)
+EXPLAIN_AUDIT = (
+    "The audit's numbers are evidence, not a guarantee: beside each "
     "is its null, what a model that leaks nothing scores (AUC 0.5; TPR 0.01 at 1% FPR; for the memorisation "
     "ratio and extraction rate, real held-out images in place of samples). A sample is 'extracted' when it is at "
     "least three times closer to a training image than to any held-out one."
 )
+EXPLAIN = f"{EXPLAIN_DP} {EXPLAIN_AUDIT}"
 
 
 def _fmt(v: Any) -> str:
@@ -120,9 +124,13 @@ def privacy_section(df: pd.DataFrame) -> str:
     metas = metas[[_has_privacy(m) for _, m in metas.iterrows()]]
     if metas.empty:
         return ""
+    # A report without DP opens with what it has (the audit), not with epsilons it has none of.
+    dp = any(_value(m, "epsilon") is not None for _, m in metas.iterrows())
+    audit = any(_value(m, "mia_auc") is not None for _, m in metas.iterrows())
+    text = " ".join(t for t, on in ((EXPLAIN_DP, dp), (EXPLAIN_AUDIT, audit)) if on)
     parts = [
         '<h2 id="privacy">Privacy</h2>',
-        f'<p class="note">{html.escape(EXPLAIN)}</p>',
+        f'<p class="note" id="privacy-explain">{html.escape(text)}</p>',
         _summary_table(metas),
     ]
     for run, m in metas.iterrows():

@@ -5,7 +5,9 @@
     >>> result.out_dir, result.summary["model_sha256"]
 
 ``import raydiff`` is light: it loads neither torch nor Ray (``run`` and ``RunResult`` are imported on
-first use), so analysis code and strategy modules can use raydiff's names cheaply.
+first use), so analysis code and strategy modules can use raydiff's names cheaply: the strategy API
+(``Strategy``, ``Update``, ``Decision``) and the server optimizers a strategy passes to
+``Strategy.apply_aggregate`` (``SGD``, ``FedAvgM``, ``FedAdagrad``, ``FedAdam``, ``FedYogi``; pure numpy).
 """
 
 from __future__ import annotations
@@ -15,22 +17,41 @@ from typing import TYPE_CHECKING, Any
 from .config import Config
 from .config_load import load_config
 from .errors import ConfigError, DataError, RaydiffError, ResourceError
-from .strategies import Decision, RunContext, Schedule, Strategy, Update, register_strategy
+from .strategies import (
+    SGD,
+    Decision,
+    FedAdagrad,
+    FedAdam,
+    FedAvgM,
+    FedYogi,
+    RunContext,
+    Schedule,
+    ServerOptimizer,
+    Strategy,
+    Update,
+    register_strategy,
+)
 
 if TYPE_CHECKING:
     from .runner import RunResult, run
 
 __version__ = "0.1.0"
 __all__ = [
+    "SGD",
     "Config",
     "ConfigError",
     "DataError",
     "Decision",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvgM",
+    "FedYogi",
     "RaydiffError",
     "ResourceError",
     "RunContext",
     "RunResult",
     "Schedule",
+    "ServerOptimizer",
     "Strategy",
     "Update",
     "__version__",

@@ -65,8 +65,15 @@ class Range:
 
 
 def check_numbers(obj: Any, section: str, **ranges: Range) -> None:
-    """Every named field of ``obj`` (a number, a tuple of numbers, or None for "off") is finite and in its Range."""
+    """Every named field of ``obj`` (a number, a tuple of numbers, or None for "off") is finite and in its Range.
+
+    A subnormal (denormal) float, below 2.2e-308 in size, is refused in every field: such a number passes an
+    open lower bound of 0 and then overflows the first division it meets (``eval.every_vtime=5e-324``), or
+    reaches Ray as a resource it cannot count (``clients.num_cpus=1e-320``). The Ranges themselves bound each
+    field where its arithmetic stays finite.
+    """
     import math
+    import sys
 
     for name, rng in ranges.items():
         value = getattr(obj, name)
@@ -77,11 +84,28 @@ def check_numbers(obj: Any, section: str, **ranges: Range) -> None:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ConfigError(f"{key}: expected a number, got {v!r}")
             kind = "an integer" if isinstance(v, int) else "a finite number"
+            if isinstance(v, float) and v != 0 and abs(v) < sys.float_info.min:
+                raise ConfigError(
+                    f"{key}: {v!r} is a subnormal (denormal) number, too small for any arithmetic to stay "
+                    f"exact or finite; use a number {rng.describe()}" + (", or 0" if rng.admits(0) else "")
+                )
             if not (isinstance(v, int) or math.isfinite(v)) or not rng.admits(v):
                 shown = list(value) if isinstance(value, tuple) else v
                 raise ConfigError(
                     f"{key}: must be {kind} {rng.describe()}, got {shown}" + (f"; {rng.hint}" if rng.hint else "")
                 )
+
+
+# Ranges shared by a config field and the device-trace column of the same meaning (hetero.read_trace), so a
+# trace can never hold what the config refuses (a trace latency_s=1e308 gave finish_vtime=inf)
+SPEED_RANGE = Range(1e-6, 1e12)  # training samples per virtual second
+MBPS_RANGE = Range(1e-6, 1e9)
+LATENCY_RANGE = Range(0, 1e6)
+MEAN_ON_RANGE = Range(1e-6, 1e12)
+MEAN_OFF_RANGE = Range(0, 1e12)
+# Ray counts resources in units of 0.0001: a smaller positive amount is refused by Ray after it started
+RAY_UNIT = 1e-4
+MAX_CLASSES = 10**5  # class labels 0 .. MAX_CLASSES - 1 (a label is an index into per-class arrays)
 
 
 @dataclass(frozen=True)
@@ -108,15 +132,16 @@ class DataConfig:
             "data",
             image_size=Range(4, 512),
             synthetic_size=Range(1, 10**8),
-            synthetic_classes=Range(1, 10**5),
+            synthetic_classes=Range(1, MAX_CLASSES),
             shards_per_client=Range(1, 10**6),
             quantity_sigma=Range(0, 20),
             holdout_fraction=Range(0, 0.5, lo_open=True, hi_open=True),
             beta=Range(
                 0,
+                1e6,
                 lo_open=True,
-                hint="the Dirichlet concentration; for IID data set "
-                "data.partition: iid (beta: inf is refused, not read as IID)",
+                hint="the Dirichlet concentration (beyond 1e6 the split is IID in all but name and the draw "
+                "loses its precision); for IID data set data.partition: iid (beta: inf is refused, not read as IID)",
             ),
         )
         pixels = self.synthetic_size * self.image_size**2
@@ -148,6 +173,9 @@ class ModelConfig:
     preset: Literal["tiny", "small", "ddpm-cifar10"] = "tiny"
     num_train_timesteps: int = 1000
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
+    # class-conditional (issue 22): the UNet gets num_class_embeds = num_classes + 1 (the last one: "no label")
+    # and trains with classifier-free guidance (train.label_dropout); sampling uses eval.guidance_scale
+    conditional: bool = False
 
     def __post_init__(self) -> None:
         check_numbers(self, "model", num_train_timesteps=Range(2, 100_000))
@@ -170,12 +198,12 @@ class SpeedConfig:
         check_numbers(
             self,
             "clients.speed",
-            mean=Range(1e-6, 1e12),
+            mean=SPEED_RANGE,
             sigma=Range(0, 10),
             jitter=Range(0, 10),
             shape=Range(1, 1e6, lo_open=True, hint="the Pareto tail index; > 1 for a finite mean"),
         )
-        check_numbers(self, "clients.speed", tier_fractions=Range(0, 1), tier_speeds=Range(1e-6, 1e12))
+        check_numbers(self, "clients.speed", tier_fractions=Range(0, 1), tier_speeds=SPEED_RANGE)
         if self.dist == "tiers":
             _require(
                 len(self.tier_fractions) >= 1 and len(self.tier_fractions) == len(self.tier_speeds),
@@ -203,9 +231,9 @@ class NetworkConfig:
         check_numbers(
             self,
             "clients.network",
-            down_mbps=Range(1e-6, 1e9),
-            up_mbps=Range(1e-6, 1e9),
-            latency_s=Range(0, 1e6),
+            down_mbps=MBPS_RANGE,
+            up_mbps=MBPS_RANGE,
+            latency_s=LATENCY_RANGE,
             sigma=Range(0, 10),
         )
 
@@ -226,8 +254,8 @@ class AvailabilityConfig:
             "clients.availability",
             p=Range(0, 1, lo_open=True),
             retry_s=Range(1e-6, 1e9),
-            mean_on_s=Range(1e-6, 1e12),
-            mean_off_s=Range(0, 1e12),
+            mean_on_s=MEAN_ON_RANGE,
+            mean_off_s=MEAN_OFF_RANGE,
         )
 
 
@@ -250,10 +278,15 @@ class ClientsConfig:
             self,
             "clients",
             num_clients=Range(1, 10**6),
-            num_cpus=Range(0, 4096, lo_open=True),
+            num_cpus=Range(RAY_UNIT, 4096, hint="Ray counts CPUs in units of 0.0001"),
             num_gpus=Range(0, 4096),
             dropout=Range(0, 1, hi_open=True),
             slow_classes=Range(0, 10**5),
+        )
+        _require(
+            self.num_gpus == 0 or self.num_gpus >= RAY_UNIT,
+            "clients.num_gpus",
+            f"must be 0 or at least {RAY_UNIT} (Ray counts GPUs in units of 0.0001), got {self.num_gpus}",
         )
         _require(
             self.num_gpus <= 1 or float(self.num_gpus).is_integer(),
@@ -281,6 +314,9 @@ class TrainConfig:
     # grouped training (raydiff/grouped.py): an actor trains up to group_size jobs at once as ONE vectorised
     # computation; which jobs share a group is decided from the virtual schedule (sim/grouping.py). 1: one by one
     group_size: int = 1
+    # model.conditional only: the chance that a training image's label is replaced by the "no label" class
+    # (classifier-free guidance, Ho and Salimans 2022, who use 0.1-0.2), drawn from the job's own generator
+    label_dropout: float = 0.1
 
     def __post_init__(self) -> None:
         _require(
@@ -297,6 +333,7 @@ class TrainConfig:
             lr=Range(0, 1e3, lo_open=True),
             prox_mu=Range(0, 1e6),
             group_size=Range(1, 4096),
+            label_dropout=Range(0, 1, hi_open=True, hint="1 would never train the conditional model"),
         )
         _require(
             not (self.compile and self.group_size > 1),
@@ -326,6 +363,10 @@ class DPConfig:
     clip_norm: float = 1.0  # C: every update is clipped to this L2 norm
     noise_multiplier: float = 1.0  # sigma: Gaussian noise of std sigma*C is added to each aggregated sum
     delta: float = 1e-5  # the delta of the (epsilon, delta) reported per evaluation
+    # the noise from OS entropy instead of the run's seed: deliberately not reproducible. With the default
+    # (seeded) noise anyone holding config.yaml can regenerate and subtract it: the guarantee is then for
+    # the simulated mechanism only (README, "Privacy"); set this for a model you publish.
+    secret_noise: bool = False
 
     def __post_init__(self) -> None:
         check_numbers(
@@ -334,6 +375,11 @@ class DPConfig:
             clip_norm=Range(0, 1e12, lo_open=True),
             noise_multiplier=Range(0, 1e6),
             delta=Range(0, 1, lo_open=True, hi_open=True),
+        )
+        _require(  # the accounting squares sqrt(k)/sigma: below 1e-6 it overflows (1e-300 gave a ValueError)
+            self.noise_multiplier == 0 or self.noise_multiplier >= 1e-6,
+            "strategy.dp.noise_multiplier",
+            f"must be 0 (no noise: epsilon is infinite) or at least 1e-6, got {self.noise_multiplier}",
         )
 
 
@@ -396,7 +442,9 @@ class StrategyConfig:
             server_momentum=unit,
             server_beta1=unit,
             server_beta2=unit,
-            server_tau=Range(0, 1e6, lo_open=True),
+            server_tau=Range(
+                1e-18, 1e6, hint="the servers' float32 arithmetic needs tau^2 above float32's smallest normal"
+            ),
             norm_bound=Range(0, 1e12, lo_open=True, hint="or null for none"),
             ema_decay=Range(0, 1, lo_open=True, hi_open=True, hint="or null for no EMA"),
         )
@@ -434,21 +482,52 @@ class EvalConfig:
     judge: bool = True  # digits only: score samples with a classifier trained on real digits
     export_ema: bool = True  # with strategy.ema_decay: model/ and the final samples use the EMA weights
     privacy_audit: AuditOptions = field(default_factory=AuditOptions)  # end-of-run MIA and memorisation audit
+    # --- class-conditional models and utility (issue 22; README "Class-conditional models") ---
+    # classifier-free guidance weight w in eps_uncond + w (eps_cond - eps_uncond): 1 is the plain conditional
+    # model, 0 the unconditional one. 2.0: on the conditional quickstart (DDIM 50) label fidelity / utility
+    # ratio were 0.74 / 0.94 at w=1, 0.89 / 0.95 at 2, 0.67 / 0.88 at 3, 0.43 / 0.62 at 4 (docs/conditional.md)
+    guidance_scale: float = 2.0
+    # utility: a classifier trained on this many generated images per class, tested on the real held-out
+    # images (train-synthetic-test-real), beside the same recipe trained on as many real ones; also the
+    # samples of label_fidelity and evals_per_class.parquet. 0: off
+    utility_samples_per_class: int = 50
+    utility_sampler: Literal["ddpm", "ddim"] = "ddim"  # those samples' sampler: DDIM keeps them cheap
+    # null: the sampler's default (see sample_steps); at most T. 25 DDIM steps: on the conditional quickstart
+    # label fidelity 0.95 / utility ratio 0.92, against 0.89 / 0.95 with 50 steps, at half the cost
+    utility_sample_steps: Optional[int] = 25
 
     def __post_init__(self) -> None:
         check_numbers(
             self,
             "eval",
             every_versions=Range(0, INT64_MAX, hint="0: off"),
-            every_vtime=Range(0, 1e15, lo_open=True, hint="virtual seconds, or null"),
+            every_vtime=Range(1e-6, 1e15, hint="virtual seconds, or null"),
             num_heldout=Range(1, 10**7),
             num_samples=Range(1, 10**5),
             sample_every_versions=Range(0, INT64_MAX, hint="0: the final version only"),
             sample_steps=Range(1, 100_000, hint="or null for the sampler's default"),
             fid_every_versions=Range(0, INT64_MAX, hint="0: the final version only"),
             fid_num_samples=Range(2, 10**6, hint="or null for eval.num_samples"),
+            guidance_scale=Range(0, 100),
+            utility_samples_per_class=Range(0, 10**5, hint="0: no utility or per-class evaluation"),
+            utility_sample_steps=Range(1, 100_000, hint="or null for the sampler's default"),
         )
         _require(bool(self.cache_dir), "eval.cache_dir", "must name a folder")
+        # the audit's own checks (privacy/options.py) give the lower bounds; these add the upper ones, where a
+        # count would exhaust memory or overflow (num_threads=10**30 reached torch as a C int)
+        check_numbers(
+            self.privacy_audit,
+            "eval.privacy_audit",
+            num_members=Range(2, 10**7),
+            num_nonmembers=Range(2, 10**7),
+            timesteps=Range(1, 10_000),
+            noise_draws=Range(1, 10_000),
+            t_range=Range(0, 1, hi_open=True),
+            num_samples=Range(1, 10**6, hint="or null for eval.num_samples"),
+            extraction_threshold=Range(0, 1, lo_open=True, hi_open=True),
+            batch_size=Range(1, 10**6),
+            num_threads=Range(1, 4096, hint="or null for torch's default"),
+        )
 
 
 @dataclass(frozen=True)
@@ -463,6 +542,13 @@ class RunConfig:
     dry_run: bool = False  # schedule without training: no model compute, no Ray; real update sizes
     server_node: Optional[str] = None  # node id or IP for the parameter server and evaluator (None: the head)
     checkpoint_every: Optional[int] = None  # versions between checkpoints (raydiff run --resume DIR continues)
+    # --- live records and the wind-down (issue 23; README "Watching a run") ---
+    # live trackers beside the run folder's own streamed records: TensorBoard event files, an MLflow run
+    # (pip install 'raydiff[track]')
+    log: tuple[Literal["tensorboard", "mlflow"], ...] = ()
+    # after SIGINT/SIGTERM/SIGHUP: seconds to write the model, records, status and summary; what does not fit
+    # (final sampling, FID, the audit) is skipped, marked not computed, and `raydiff eval RUN` computes it later
+    stop_grace_s: float = 20.0
 
     def __post_init__(self) -> None:
         _require(
@@ -478,7 +564,9 @@ class RunConfig:
             actors=Range(1, 10**5),
             num_cpus=Range(1, 10**5, hint="or null for all of this machine's"),
             checkpoint_every=Range(1, INT64_MAX, hint="or null for no checkpoints"),
+            stop_grace_s=Range(0, 86_400),
         )
+        _require(len(set(self.log)) == len(self.log), "run.log", f"names a tracker twice: {list(self.log)}")
 
 
 @dataclass(frozen=True)

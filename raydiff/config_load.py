@@ -18,6 +18,76 @@ import yaml
 from .config import Config
 from .errors import ConfigError, RaydiffError
 
+# ------------------------------------------------------------------------------------------- reading YAML
+# Every YAML raydiff reads (scenario, sweep and cluster files, --set values, a run's config.yaml) goes through
+# safe_yaml: PyYAML's safe loader (data only, never code) plus two refusals it lacks. A key given twice in one
+# mapping (YAML silently keeps the last: `seed` twice, a second `data:` section) is an error naming the key and
+# both lines. Aliases are bounded: a 1 KB "billion laughs" file is cheap to load (aliases share one object)
+# but explodes when walked or copied (apply_overrides, build), so the tree's size counted with every alias
+# expanded must stay under MAX_YAML_NODES, and an alias that contains itself is refused.
+MAX_YAML_NODES = 100_000  # a scenario has ~100; a big sweep a few thousand
+MAX_YAML_DEPTH = 64
+
+
+class YamlRefused(yaml.YAMLError):
+    """A YAML text that parses but that raydiff refuses (a duplicate key, an alias bomb); the message is the user's."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (merge keys ``<<`` still work)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: PyYAML refuses it below, with its own message
+                continue
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise YamlRefused(
+                    f"line {line}: the key {key!r} appears twice in one mapping (first on line {first}); YAML "
+                    "would silently keep only the last one, so raydiff refuses: keep one of them"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_size(data: Any) -> None:
+    """Refuse a tree that is too large with its aliases expanded, too deep, or that contains itself."""
+    count = 0
+
+    def walk(obj: Any, depth: int) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise YamlRefused(
+                f"it expands to more than {MAX_YAML_NODES:,} values once its aliases (*name) are expanded "
+                "(an alias bomb?); write the values out or use fewer nested aliases"
+            )
+        if depth > MAX_YAML_DEPTH:
+            raise YamlRefused(f"it is nested more than {MAX_YAML_DEPTH} levels deep, or an alias contains itself")
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(k, depth + 1)
+                walk(v, depth + 1)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v, depth + 1)
+
+    walk(data, 0)
+
+
+def safe_yaml(text: str) -> Any:
+    """YAML text -> plain data (safe loader, no duplicate keys, aliases bounded). Raises yaml.YAMLError
+    (``YamlRefused`` for raydiff's own refusals) or RecursionError."""
+    data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: data only, never code
+    _check_size(data)
+    return data
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
@@ -116,7 +186,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: the key is empty or has an empty part")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_yaml(raw) if raw.strip() else ""
+    except YamlRefused as exc:
+        raise ConfigError(f"override {text!r}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from None
     except RecursionError:
@@ -159,7 +231,9 @@ def read_yaml(path: str | Path, what: str = "scenario file") -> dict:
     except OSError as exc:
         raise ConfigError(f"{what} {str(p)!r} cannot be read: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml(text)
+    except YamlRefused as exc:
+        raise ConfigError(f"{what} {str(p)!r}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {str(p)!r} is not valid YAML: {exc}") from None
     except RecursionError:

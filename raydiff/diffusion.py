@@ -26,11 +26,34 @@ def batch_stream(indices: np.ndarray, batch_size: int, steps: int, rng: np.rando
 
 
 def denoising_loss(
-    model: torch.nn.Module, scheduler, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    model: torch.nn.Module,
+    scheduler,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    class_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The DDPM epsilon-prediction loss of Ho et al. at given timesteps and noise."""
+    """The DDPM epsilon-prediction loss of Ho et al. at given timesteps and noise (conditional on
+    ``class_labels`` for a class-conditional UNet; None: the unconditional call, unchanged)."""
     noisy = scheduler.add_noise(x0, noise, t)
-    return F.mse_loss(model(noisy, t).sample, noise)
+    out = model(noisy, t) if class_labels is None else model(noisy, t, class_labels=class_labels)
+    return F.mse_loss(out.sample, noise)
+
+
+def drop_labels(y: torch.Tensor, generator: torch.Generator, p: float, null: int) -> torch.Tensor:
+    """Classifier-free guidance training (Ho and Salimans 2022): each label becomes the "no label" class
+    ``null`` with probability ``p``. One uniform per label from the job's own generator (drawn after the
+    step's noise and timesteps), so a job's labels depend on its seed alone, never on the actor."""
+    drop = torch.rand(y.shape, generator=generator, device=generator.device).to(y.device) < p
+    return torch.where(drop, torch.full_like(y, null), y)
+
+
+def label_tensor(labels: np.ndarray | None, device: torch.device | str) -> np.ndarray | torch.Tensor | None:
+    """The training labels as int64 where the images live (see :func:`data_tensor`): numpy on the CPU."""
+    if labels is None:
+        return None
+    y = np.ascontiguousarray(labels, dtype=np.int64)
+    return y if torch.device(device).type == "cpu" else torch.from_numpy(y).to(device)
 
 
 def add_prox_grad(grad: torch.Tensor, w: torch.Tensor, w0: torch.Tensor, mu: float) -> None:
@@ -81,6 +104,9 @@ def train_local(
     prox_mu: float = 0.0,
     autocast_bf16: bool = False,
     channels_last: bool = False,
+    labels: np.ndarray | torch.Tensor | None = None,
+    label_dropout: float = 0.0,
+    null_label: int = -1,
 ) -> tuple[float, int]:
     """Run Adam over the given index batches in place on ``fm``. Returns (mean loss, samples seen).
 
@@ -95,6 +121,9 @@ def train_local(
     ``autocast_bf16`` runs the forward pass and loss under bf16 autocast (weights and optimizer stay
     fp32); ``channels_last`` feeds NHWC inputs, which GPU convolutions run faster (the weights keep
     their layout: they are views into the flat vector).
+    ``labels`` (a class-conditional model only): every training image's class, indexed like ``images``;
+    each step's labels are dropped to ``null_label`` with probability ``label_dropout`` (:func:`drop_labels`).
+    None: the unconditional step, which draws nothing more from ``generator``.
     """
     if prox_mu < 0:
         raise ValueError(f"prox_mu must be >= 0, got {prox_mu}")
@@ -115,13 +144,18 @@ def train_local(
             x0 = torch.from_numpy(images[index[i]]).to(fm.device, non_blocking=True)
         noise = torch.randn(x0.shape, generator=generator, device=gdev).to(fm.device)
         t = torch.randint(0, T, (x0.shape[0],), generator=generator, device=gdev).to(fm.device)
+        y = None
+        if labels is not None:
+            yb = labels[index[i]]
+            yb = yb if isinstance(yb, torch.Tensor) else torch.from_numpy(yb).to(fm.device)
+            y = drop_labels(yb, generator, label_dropout, null_label)
         if channels_last:
             x0, noise = (
                 x0.contiguous(memory_format=torch.channels_last),
                 noise.contiguous(memory_format=torch.channels_last),
             )
         with torch.autocast(fm.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-            loss = denoising_loss(model, scheduler, x0, t, noise)
+            loss = denoising_loss(model, scheduler, x0, t, noise, y)
         loss = loss.float()
         assert fm.grad is not None  # FlatModel binds one flat gradient buffer (checked below)
         if i:
@@ -142,9 +176,17 @@ def train_local(
 
 @torch.no_grad()
 def heldout_loss(
-    fm: FlatModel, scheduler, images: np.ndarray, t: np.ndarray, noise: np.ndarray, batch_size: int = 256
+    fm: FlatModel,
+    scheduler,
+    images: np.ndarray,
+    t: np.ndarray,
+    noise: np.ndarray,
+    batch_size: int = 256,
+    labels: np.ndarray | None = None,
 ) -> float:
-    """Denoising loss on held-out images at FIXED (t, noise) pairs: comparable across versions and runs."""
+    """Denoising loss on held-out images at FIXED (t, noise) pairs: comparable across versions and runs.
+
+    ``labels``: a conditional model's loss given each image's true class."""
     model = fm.module
     model.eval()
     total, n = 0.0, len(images)
@@ -152,7 +194,8 @@ def heldout_loss(
         x0 = torch.from_numpy(images[s : s + batch_size]).to(fm.device)
         tt = torch.from_numpy(t[s : s + batch_size]).to(fm.device)
         eps = torch.from_numpy(noise[s : s + batch_size]).to(fm.device)
-        total += float(denoising_loss(model, scheduler, x0, tt, eps)) * len(x0)
+        y = None if labels is None else torch.from_numpy(np.asarray(labels[s : s + batch_size], np.int64)).to(fm.device)
+        total += float(denoising_loss(model, scheduler, x0, tt, eps, y)) * len(x0)
     return total / n
 
 
@@ -185,30 +228,72 @@ def sample_images(
     steps: int | None = None,
     device: torch.device | str = "cpu",
     batch_size: int = 256,
+    class_labels: np.ndarray | None = None,
+    guidance_scale: float = 1.0,
 ) -> np.ndarray:
     """Draw ``n`` samples with DDPM (ancestral) or DDIM; returns (n, C, H, W) float32 in [-1, 1].
 
     One ``torch.Generator`` seeded with ``seed`` drives the initial noise and every DDPM step, so the
     same (weights, n, seed, sampler, steps) give the same images: evaluations of successive versions
     use common random numbers, and their differences are the model's, not the noise's.
+
+    ``class_labels`` (a class-conditional UNet; one per sample, ``n`` must equal their number): sample
+    those classes with classifier-free guidance, eps = eps_null + ``guidance_scale`` (eps_class - eps_null),
+    both predictions from one forward pass over the doubled batch (scale 1: the conditional model alone,
+    one pass). None: the unconditional model, exactly as before.
     """
     model.eval()
     cfg: Any = model.config  # a diffusers FrozenDict: in_channels, sample_size
     g = torch.Generator().manual_seed(seed)
     sched = sampling_scheduler(scheduler, sampler, steps)
+    if class_labels is not None:
+        if cfg.num_class_embeds is None:
+            raise ValueError("class_labels given, but the UNet has no class embedding (an unconditional model)")
+        if len(class_labels) != n:
+            raise ValueError(f"{len(class_labels)} class labels for {n} samples")
+        null = int(cfg.num_class_embeds) - 1
+        all_y = torch.as_tensor(np.asarray(class_labels, dtype=np.int64))
+        if len(all_y) and (int(all_y.min()) < 0 or int(all_y.max()) > null):
+            raise ValueError(f"class labels must be in [0, {null}] ({null}: no label), got {class_labels}")
     out = []
     for s in range(0, n, batch_size):
         m = min(batch_size, n - s)
         x = torch.randn((m, cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=g).to(device)
+        y = None if class_labels is None else all_y[s : s + m].to(device)
+        guided = y is not None and guidance_scale != 1.0
+        yy = torch.cat([y, torch.full_like(y, null)]) if guided and y is not None else y
         for t in sched.timesteps:
-            eps = model(x, t.to(device)).sample
+            if y is None:
+                eps = model(x, t.to(device)).sample
+            elif guided:
+                e_c, e_u = model(torch.cat([x, x]), t.to(device), class_labels=yy).sample.chunk(2)
+                eps = e_u + guidance_scale * (e_c - e_u)
+            else:
+                eps = model(x, t.to(device), class_labels=y).sample
             x = sched.step(eps, t, x, generator=g).prev_sample
         out.append(x.clamp(-1, 1).float().cpu())
     return torch.cat(out).numpy()
 
 
 def sample(
-    fm: FlatModel, scheduler, n: int, seed: int, num_inference_steps: int | None = None, sampler: str = "ddpm"
+    fm: FlatModel,
+    scheduler,
+    n: int,
+    seed: int,
+    num_inference_steps: int | None = None,
+    sampler: str = "ddpm",
+    class_labels: np.ndarray | None = None,
+    guidance_scale: float = 1.0,
 ) -> np.ndarray:
     """:func:`sample_images` for a FlatModel (its module, on its device)."""
-    return sample_images(fm.module, scheduler, n, seed, sampler, num_inference_steps, fm.device)
+    return sample_images(
+        fm.module,
+        scheduler,
+        n,
+        seed,
+        sampler,
+        num_inference_steps,
+        fm.device,
+        class_labels=class_labels,
+        guidance_scale=guidance_scale,
+    )

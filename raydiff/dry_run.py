@@ -113,8 +113,10 @@ def run_dry(
     callback: Optional[Callable[[dict[str, Any]], None]] = None,
     on_checkpoint: Optional[Callable[[LoopState], None]] = None,
     resume: Optional[LoopState] = None,
+    records: Optional[Any] = None,
 ) -> tuple[LoopResult, dict[str, Any]]:
-    """The event loop with a :class:`DryExecutor`; returns it and the dry run's summary fields."""
+    """The event loop with a :class:`DryExecutor`; returns it and the dry run's summary fields.
+    ``records``: a :class:`raydiff.records.Records` that gets every settled job and every new version."""
     bar = Progress(cfg, enabled=progress)
     down, up = exchange.down_bytes(size), exchange.up_bytes(size)  # up: one trial encode (top-k sorts)
     try:
@@ -128,9 +130,10 @@ def run_dry(
             None,
             down,
             up,
-            on_progress=chain(bar, callback),
+            on_progress=chain(bar, records.version if records is not None else None, callback),
             on_checkpoint=on_checkpoint,
             resume=resume,
+            on_row=records.job if records is not None else None,
         ).run()
     finally:
         bar.close()

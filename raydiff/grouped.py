@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 from torch.optim.adam import adam
 
-from .diffusion import add_prox_grad, batch_stream, job_generator
+from .diffusion import add_prox_grad, batch_stream, drop_labels, job_generator
 from .model import FlatModel
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ class GroupTrainer:
         self.capacity = 0
         self._grow(capacity)
         self._step_vmapped = vmap(self._loss_one)
+        self._step_vmapped_cond = vmap(self._loss_one_cond)  # class-conditional: labels batched like the images
         self._checked: set[int] = set()  # row counts whose gradient views were verified after a backward pass
 
     # ------------------------------------------------------------------ buffers and views
@@ -173,7 +174,21 @@ class GroupTrainer:
         """One job's DDPM loss with weights ``params`` (what denoising_loss computes, minus add_noise)."""
         return F.mse_loss(functional_call(self.module, params, (noisy, t)).sample.float(), noise)
 
-    def _losses(self, k: int, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _loss_one_cond(
+        self,
+        params: dict[str, torch.Tensor],
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        y: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`_loss_one` of a class-conditional UNet given the step's (possibly dropped) labels ``y``."""
+        out = functional_call(self.module, params, (noisy, t), {"class_labels": y})
+        return F.mse_loss(out.sample.float(), noise)
+
+    def _losses(
+        self, k: int, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """The (k,) losses of the active jobs, their gradients written into ``grad[:k]``.
 
         One job: exactly ``train_local``'s step (same ops, autocast and layout). Several: one vmapped
@@ -192,7 +207,10 @@ class GroupTrainer:
             if self.channels_last:
                 x, n = x.contiguous(memory_format=torch.channels_last), n.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                loss = self._loss_one(params, sched.add_noise(x, n, tt), tt, n).reshape(1)
+                if y is None:
+                    loss = self._loss_one(params, sched.add_noise(x, n, tt), tt, n).reshape(1)
+                else:
+                    loss = self._loss_one_cond(params, sched.add_noise(x, n, tt), tt, n, y[0]).reshape(1)
         else:
             noisy = sched.add_noise(x0.flatten(0, 1), noise.flatten(0, 1), t.flatten()).view_as(x0)
             if self.channels_last:
@@ -204,7 +222,10 @@ class GroupTrainer:
                 self.w16[:k].copy_(self.w[:k])
                 noisy = noisy.to(torch.bfloat16)
                 grad = self.g16
-            loss = self._step_vmapped(params, noisy, t, noise)
+            if y is None:
+                loss = self._step_vmapped(params, noisy, t, noise)
+            else:
+                loss = self._step_vmapped_cond(params, noisy, t, noise, y)
         grad[:k].zero_()
         loss.sum().backward()  # jobs share no weights: each row gets exactly its own job's gradient
         if k not in self._checked and not self._grads_bound(params, grad):
@@ -218,22 +239,40 @@ class GroupTrainer:
         return loss.detach()
 
     def _draw(
-        self, gens: Sequence[torch.Generator], shape: tuple[int, ...], T: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Noise and timesteps of each active job from its own generator, in train_local's order, stacked."""
-        noises, ts = [], []
-        for g in gens:
+        self,
+        gens: Sequence[torch.Generator],
+        shape: tuple[int, ...],
+        T: int,
+        y: Optional[torch.Tensor] = None,
+        label_dropout: float = 0.0,
+        null_label: int = -1,
+    ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Noise and timesteps (and with labels ``y`` (k, B), each job's dropped labels) of each active job
+        from its own generator, in train_local's order, stacked."""
+        noises, ts, ys = [], [], []
+        for r, g in enumerate(gens):
             noises.append(torch.randn(shape, generator=g, device=g.device))
             ts.append(torch.randint(0, T, (shape[0],), generator=g, device=g.device))
-        return torch.stack(noises).to(self.device), torch.stack(ts).to(self.device)
+            if y is not None:
+                ys.append(drop_labels(y[r], g, label_dropout, null_label))
+        yy = torch.stack(ys).to(self.device) if y is not None else None
+        return torch.stack(noises).to(self.device), torch.stack(ts).to(self.device), yy
 
     def train(
-        self, jobs: Sequence[GroupJob], images: np.ndarray | torch.Tensor, lr: float, prox_mu: float = 0.0
+        self,
+        jobs: Sequence[GroupJob],
+        images: np.ndarray | torch.Tensor,
+        lr: float,
+        prox_mu: float = 0.0,
+        labels: np.ndarray | torch.Tensor | None = None,
+        label_dropout: float = 0.0,
+        null_label: int = -1,
     ) -> list[GroupOutcome]:
         """Train every job from its start vector; returns one outcome per job, in the order given.
 
         A fresh Adam per job (as ``train_local``); ``prox_mu`` > 0 is FedProx around each job's start.
         ``images``: a numpy array or a tensor on the training device (see ``data_tensor``).
+        ``labels``, ``label_dropout``, ``null_label``: a class-conditional model, as in ``train_local``.
         """
         self._check(jobs, lr, prox_mu)
         G = len(jobs)
@@ -274,13 +313,18 @@ class GroupTrainer:
         for i in range(row_steps[0]):
             while row_steps[k - 1] <= i:  # the jobs still training are the first k rows
                 k -= 1
+            yb: Optional[torch.Tensor] = None
             if on_device:
                 x0 = images[index[:k, i]]
+                if labels is not None:
+                    yb = torch.as_tensor(labels)[index[:k, i]]
             else:
                 idx = np.stack([index[r][i] for r in range(k)])
                 x0 = torch.from_numpy(images[idx]).to(self.device, non_blocking=True)
-            noise, t = self._draw(gens[:k], tuple(x0.shape[1:]), T)
-            losses[i, :k] = self._losses(k, x0, noise, t)
+                if labels is not None:
+                    yb = torch.as_tensor(np.asarray(labels)[idx]).to(self.device)
+            noise, t, y = self._draw(gens[:k], tuple(x0.shape[1:]), T, yb, label_dropout, null_label)
+            losses[i, :k] = self._losses(k, x0, noise, t, y)
             with torch.no_grad():
                 if anchor is not None:
                     add_prox_grad(grad[:k], w[:k], anchor[:k], prox_mu)
@@ -338,6 +382,11 @@ def train_group(
     prox_mu: float = 0.0,
     autocast_bf16: bool = False,
     channels_last: bool = False,
+    labels: np.ndarray | torch.Tensor | None = None,
+    label_dropout: float = 0.0,
+    null_label: int = -1,
 ) -> list[GroupOutcome]:
     """:meth:`GroupTrainer.train` with buffers sized for this group (an actor keeps one GroupTrainer)."""
-    return GroupTrainer(fm, scheduler, len(jobs), autocast_bf16, channels_last).train(jobs, images, lr, prox_mu)
+    return GroupTrainer(fm, scheduler, len(jobs), autocast_bf16, channels_last).train(
+        jobs, images, lr, prox_mu, labels, label_dropout, null_label
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,15 @@ from typing import Optional
 
 import numpy as np
 
-from .config import ClientsConfig
+from .config import (
+    LATENCY_RANGE,
+    MBPS_RANGE,
+    MEAN_OFF_RANGE,
+    MEAN_ON_RANGE,
+    SPEED_RANGE,
+    ClientsConfig,
+    Range,
+)
 from .errors import ConfigError, DataError
 
 MBPS = 1e6 / 8  # bytes per second in one megabit per second
@@ -77,6 +86,24 @@ def sample_speeds(cfg: ClientsConfig, rng: np.random.Generator) -> np.ndarray:
 
 TRACE_REQUIRED = ("client_id", "speed", "down_mbps", "up_mbps", "latency_s")
 TRACE_OPTIONAL = ("mean_on_s", "mean_off_s")
+# each column's allowed values: the very Range of the config field of the same meaning
+TRACE_RANGES = {
+    "client_id": Range(0, 2**53),
+    "speed": SPEED_RANGE,
+    "down_mbps": MBPS_RANGE,
+    "up_mbps": MBPS_RANGE,
+    "latency_s": LATENCY_RANGE,
+    "mean_on_s": MEAN_ON_RANGE,
+    "mean_off_s": MEAN_OFF_RANGE,
+}
+TRACE_SAME = {
+    "speed": ", as clients.speed.mean",
+    "down_mbps": ", as clients.network.down_mbps",
+    "up_mbps": ", as clients.network.up_mbps",
+    "latency_s": ", as clients.network.latency_s",
+    "mean_on_s": ", as clients.availability.mean_on_s",
+    "mean_off_s": ", as clients.availability.mean_off_s",
+}
 
 
 def read_trace(path: str | Path, num_clients: int) -> list[dict[str, float]]:
@@ -109,11 +136,15 @@ def read_trace(path: str | Path, num_clients: int) -> list[dict[str, float]]:
                     raise DataError(
                         f"clients.trace {str(p)!r} line {line}: {col}={raw[col]!r} is not a number"
                     ) from None
-                positive = col not in ("latency_s", "client_id", "mean_off_s")
-                if not math.isfinite(row[col]) or row[col] < 0 or (positive and row[col] == 0):
+                rng = TRACE_RANGES[col]
+                v = row[col]
+                whole = col != "client_id" or (math.isfinite(v) and v.is_integer())
+                tiny = v != 0 and abs(v) < sys.float_info.min  # subnormal: refused like the config's own fields
+                if not math.isfinite(v) or not rng.admits(v) or not whole or tiny:
                     raise DataError(
-                        f"clients.trace {str(p)!r} line {line}: {col}={raw[col]} must be "
-                        f"{'> 0' if positive else '>= 0'}"
+                        f"clients.trace {str(p)!r} line {line}: {col}={raw[col].strip()} must be "
+                        f"{'a whole number' if col == 'client_id' else 'a finite number'} {rng.describe()}"
+                        f"{TRACE_SAME.get(col, '')}"
                     )
             rows.append(row)
     ids = [r["client_id"] for r in rows]

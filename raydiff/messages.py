@@ -44,6 +44,8 @@ class ServerReply:
     version), ``rejected`` (never touched the model; ``reason`` says why), or ``""`` for a round's end.
     ``applied_jobs``: every job id the new version absorbed (empty when ``version`` did not change).
     ``finite``: False when the new version holds NaN or infinite values (the run then stops).
+    ``weight``: the strategy's ``Decision.weight`` for this update (events.parquet's ``weight``); None
+    when the strategy never saw it (a malformed or non-finite update) or for a round's end.
     """
 
     version: int
@@ -52,6 +54,7 @@ class ServerReply:
     reason: str = ""
     applied_jobs: tuple[int, ...] = ()
     finite: bool = True
+    weight: Optional[float] = None
 
 
 @dataclass

@@ -43,11 +43,30 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_unet(cfg: ModelConfig, image_size: int, channels: int, seed: int | None = None):
+def num_classes_of(labels: Any) -> int:
+    """The class count a conditional model is built for: the training labels' largest value + 1.
+
+    One rule, applied to the same training labels by the runner, every client actor and the evaluator,
+    so that all of them build the same architecture.
+    """
+    labels = np.asarray(labels)
+    return int(labels.max()) + 1 if labels.size else 0
+
+
+def null_class(unet: Any) -> int:
+    """The "no label" class index of a conditional UNet2DModel: its last class embedding."""
+    return int(unet.config.num_class_embeds) - 1
+
+
+def build_unet(
+    cfg: ModelConfig, image_size: int, channels: int, seed: int | None = None, num_classes: int | None = None
+):
     """A fresh UNet2DModel. With ``seed`` its initial weights are a pure function of the seed.
 
     Module constructors draw from torch's global RNG; ``fork_rng`` confines the seeding to this
-    call, so no global state leaks out.
+    call, so no global state leaks out. ``cfg.conditional``: a class embedding of ``num_classes + 1``
+    rows, the last one the "no label" class of classifier-free guidance (an unconditional model
+    ignores ``num_classes`` and is built exactly as before).
     """
     from diffusers import UNet2DModel
 
@@ -61,6 +80,15 @@ def build_unet(cfg: ModelConfig, image_size: int, channels: int, seed: int | Non
             f"model.preset={cfg.preset!r} ({levels} resolution levels)"
         )
     kwargs = dict(sample_size=image_size, in_channels=channels, out_channels=channels, **preset)
+    if cfg.conditional:
+        if not num_classes or num_classes < 2:
+            from .errors import ConfigError
+
+            raise ConfigError(
+                f"model.conditional: true needs a labelled dataset with at least two classes, got "
+                f"{num_classes or 0}; set model.conditional to false for unlabelled data"
+            )
+        kwargs["num_class_embeds"] = num_classes + 1
     if seed is None:
         return UNet2DModel(**kwargs)
     with torch.random.fork_rng(devices=[]):

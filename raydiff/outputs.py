@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ EVENT_SCHEMA = pa.schema(
         ("base_version", pa.int64()),
         ("applied_version", pa.int64()),
         ("staleness", pa.int64()),
+        ("weight", pa.float64()),  # the strategy's Decision.weight (null: the strategy never saw the update)
         ("num_samples", pa.int64()),
         ("samples_trained", pa.int64()),
         ("train_loss", pa.float64()),
@@ -49,14 +50,37 @@ EVENT_SCHEMA = pa.schema(
 EXECUTION_COLUMNS = ("actor", "node_id", "wall_seconds")
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def _umask() -> int:
+    """The process's umask (read once: os.umask can only be read by setting it, which threads would race)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then rename ``tmp`` over ``path``: readers see the old file or the new one, never half.
+
+    ``tmp`` is created fresh with a random name (``mkstemp``: O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600), so a
+    file or link planted under a predictable name (``events.parquet.tmp`` -> a file elsewhere) is never
+    written through; the rename replaces a link at ``path`` itself, never what it points to. The mode is
+    then what an ordinary write would give (0666 less the umask)."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
-        if tmp.is_file():
+        try:
             tmp.unlink()
+        except OSError:
+            pass
         raise
 
 

@@ -46,13 +46,15 @@ class Progress:
         self.bar.close()
 
 
-def chain(bar: Progress, callback: Optional[Callable[[dict[str, Any]], None]]) -> Callable[[dict[str, Any]], None]:
-    """The bar, then the user's callback (if any), at every new version."""
-    if callback is None:
+def chain(bar: Progress, *callbacks: Optional[Callable[[dict[str, Any]], None]]) -> Callable[[dict[str, Any]], None]:
+    """The bar, then each callback given (None: skipped), in order, at every new version."""
+    calls = [c for c in callbacks if c is not None]
+    if not calls:
         return bar
 
     def call(info: dict[str, Any]) -> None:
         bar(info)
-        callback(info)
+        for c in calls:
+            c(info)
 
     return call

@@ -6,7 +6,9 @@ import logging
 import math
 import os
 import sys
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, Optional
 
 from .config import Config
 from .errors import ResourceError
@@ -79,17 +81,139 @@ def init_ray(cfg: Config) -> bool:
     if ray.is_initialized():
         return False
     address = cfg.run.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(
-            num_cpus=cfg.run.num_cpus,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=True,
-            configure_logging=False,
-        )
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            with own_session() as started:
+                ray.init(
+                    # "local": always a new Ray of this run's own; without it, a `ray start` cluster elsewhere on
+                    # the machine (its address file in /tmp/ray) is joined instead, and num_cpus then refused
+                    address="local",
+                    num_cpus=cfg.run.num_cpus,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    log_to_driver=True,
+                    configure_logging=False,
+                )
+            start_reaper(started)
+    except Exception as exc:  # noqa: BLE001 - Ray raises plain Exception ("The current node timed out during startup")
+        _ray_start_failed(exc, address)
     return True
+
+
+# ---------------------------------------------------------------------------------------- the run's own processes
+@contextmanager
+def own_session() -> Iterator[list[int]]:
+    """Inside: every process Ray's start-up spawns (GCS, raylet, log monitor, dashboard, monitor) starts in a
+    session of its own, so a signal to the driver's process group (a closed terminal, ``timeout``, a batch
+    scheduler, ``kill -TERM -PGID``) reaches the driver only: Ray's processes no longer die first and take the
+    run with them. Their children (agents, workers) inherit those sessions. Yields the pids started, each the
+    id of its session. Ray's own fate-sharing (PR_SET_PDEATHSIG) is kept."""
+    import ray._private.services as services
+
+    started: list[int] = []
+    base = services.ConsolePopen
+
+    class _OwnSession(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            kw["start_new_session"] = True
+            super().__init__(*args, **kw)
+            started.append(self.pid)
+
+    setattr(services, "ConsolePopen", _OwnSession)  # noqa: B010 - mypy: a class attribute of a module
+    try:
+        yield started
+    finally:
+        setattr(services, "ConsolePopen", base)  # noqa: B010
+
+
+# The reaper: a tiny process in a session of its own, deaf to INT/TERM/HUP, that reads its stdin until EOF. The
+# driver holds the other end: on a clean exit it writes "done" first; when the driver dies by SIGKILL (or any
+# death without that word) the kernel closes the pipe and the reaper kills every process left in the sessions
+# of the Ray processes this run started (the dashboard and runtime-env agents outlived the raylet by 30 s+).
+_REAPER = """
+import os, signal, sys, time
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+sids = {int(a) for a in sys.argv[1:]}
+data = sys.stdin.buffer.read()
+if data.endswith(b"done"):
+    sys.exit(0)
+me = os.getpid()
+for sig, pause in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 0.0)):
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != me:
+            try:
+                if os.getsid(int(name)) in sids:
+                    os.kill(int(name), sig)
+            except OSError:
+                pass
+    time.sleep(pause)
+"""
+_reaper: dict[str, Any] = {}
+
+
+def start_reaper(sids: list[int]) -> None:
+    """Start the reaper for the sessions ``sids`` (Linux; elsewhere nothing)."""
+    if not sids or not sys.platform.startswith("linux"):
+        return
+    import subprocess
+
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _REAPER, *map(str, sids)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        log.warning("could not start the reaper of this run's Ray processes (%s)", exc)
+        return
+    _reaper["proc"] = proc
+
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, then tell the reaper all is well, then re-arm the run's signal handlers (Ray's
+    shutdown resets them at the C level: the next SIGTERM would kill the driver mid-write)."""
+    import ray
+
+    from .signals import reinstall
+
+    try:
+        ray.shutdown()
+    finally:
+        proc = _reaper.pop("proc", None)
+        if proc is not None:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(b"done")
+                proc.stdin.close()
+                proc.wait(timeout=5)
+            except Exception:  # the reaper is best effort
+                log.debug("stopping the reaper", exc_info=True)
+        reinstall()
+
+
+def _ray_start_failed(exc: Exception, address: Optional[str]) -> NoReturn:
+    """Ray did not start or attach: a ResourceError (``raydiff: error:``, exit 2, status ``failed``), not a
+    traceback. Seen on a loaded machine: "The current node timed out during startup" (4 of 13 starts)."""
+    import ray
+
+    from .errors import strip_ansi
+
+    try:
+        ray.shutdown()  # whatever half-started processes ray.init left behind
+    except Exception:  # nothing more to clean up
+        log.debug("ray.shutdown after a failed start", exc_info=True)
+    text = " ".join(strip_ansi(str(exc)).split())[:600]
+    where = f"attach to the Ray cluster at {address}" if address else "start a local Ray"
+    raise ResourceError(
+        f"Ray failed to {where} ({type(exc).__name__}: {text}). On a heavily loaded machine Ray's start-up "
+        "can time out (Ray waits 30 s for its processes): try again when the load is lower; for a cluster, "
+        "check that the address is right and reachable"
+    ) from None
 
 
 def size_pool(cfg: Config, resources: dict[str, float], jobs_in_flight: int) -> int:

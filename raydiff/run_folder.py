@@ -8,6 +8,13 @@ exclusive lock on the folder itself (``fcntl.flock``, which the kernel releases 
 even by SIGKILL, so a killed run never leaves a stale lock); a second run on the same folder is refused.
 A new run never mixes with an old one: it refuses a folder that holds another config's finished
 run (unless ``force``) or files that are not a run's, and removes the old run's files first.
+
+What counts as a run is decided by raydiff's own marker only: a ``status.json`` that raydiff wrote
+(its ``raydiff`` field, or the exact shape of the status files of the release before the field). A
+user's ``config.yaml``, ``README`` or an unreadable ``status.json`` never make a folder a run, and
+nothing raydiff did not write is ever deleted or overwritten, ``--force`` or not: ``force`` replaces
+another raydiff run (deleting only the files a run writes) and lets a run share a folder with other
+files as long as no name collides.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -30,6 +37,9 @@ log = logging.getLogger(__name__)
 
 STATUS = "status.json"
 RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"
+# raydiff's mark in status.json: only a folder whose status.json carries it (or the exact shape of the
+# previous release's status files, see _is_raydiff_status) is a run that raydiff may replace or resume
+MARKER_KEY, MARKER = "raydiff", "run-folder/1"
 # what a run writes; a new run in an old run's folder removes these first (nothing else is ever deleted)
 RUN_FILES = (
     "config.yaml",
@@ -37,6 +47,8 @@ RUN_FILES = (
     "partition.png",
     "events.parquet",
     "evals.parquet",
+    "evals_per_class.parquet",  # utility and per-class quality (raydiff.utility)
+    "evals_per_client.parquet",
     "summary.json",
     "checkpoint.npz",
     "checkpoint.pkl",
@@ -45,6 +57,19 @@ RUN_FILES = (
     STATUS,
 )
 RUN_DIRS = ("samples", "model")
+# what a run writes inside RUN_DIRS (diffusers' save_pretrained of a DDPMPipeline; the sample grids):
+# the only files a new run removes there, so a user's file put below samples/ or model/ survives
+MODEL_FILES = (
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "unet/diffusion_pytorch_model.bin",
+)
+SAMPLE_FILE = re.compile(r"(v\d{6}|final|real)\.png")
+# temporary files: outputs._atomic's fresh ones, and the fixed names of older releases
+TMP_FILE = re.compile(r"(\..+\.[A-Za-z0-9_]+\.tmp|.+\.tmp)")
+_SHA = re.compile(r"[0-9a-f]{64}")
 
 
 def config_sha256(cfg: Config) -> str:
@@ -69,10 +94,49 @@ def read_status(folder: Path) -> Optional[dict[str, Any]]:
     return data if isinstance(data, dict) else {"status": "unreadable"}
 
 
-def _write_status(folder: Path, data: dict[str, Any]) -> None:
-    from .outputs import write_json
+def _is_raydiff_status(st: Optional[dict[str, Any]]) -> bool:
+    """Whether a parsed status.json is one raydiff wrote: it carries the marker, or it has exactly the shape of
+    the previous release's status files (a status word, a sha256, a pid and a start time), so that finished
+    runs of that release are still recognised (a sweep skips them) while no file of a user's passes."""
+    if not isinstance(st, dict):
+        return False
+    if st.get(MARKER_KEY) == MARKER:
+        return True
+    return (
+        MARKER_KEY not in st
+        and st.get("status") in (RUNNING, FINISHED, INTERRUPTED, FAILED)
+        and isinstance(st.get("config_sha256"), str)
+        and _SHA.fullmatch(st["config_sha256"]) is not None
+        and isinstance(st.get("pid"), int)
+        and isinstance(st.get("started"), str)
+        and isinstance(st.get("host"), str)
+    )
 
-    write_json(folder / STATUS, data)
+
+def is_run_folder(folder: Path) -> bool:
+    """The folder holds a raydiff run: its status.json is raydiff's (see :func:`_is_raydiff_status`)."""
+    return _is_raydiff_status(read_status(folder))
+
+
+def _write_status(folder: Path, data: dict[str, Any]) -> None:
+    """status.json, atomically; on a full disk (no room for the new file beside the old one) rewritten in place,
+    so a run that failed for lack of space still says ``failed``, not ``running``."""
+    import errno
+
+    from .outputs import json_safe, write_json
+
+    data = dict(data, **{MARKER_KEY: MARKER})
+    try:
+        write_json(folder / STATUS, data)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        text = json.dumps(json_safe(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        # truncating frees the old file's blocks, which the few hundred bytes of the new one then reuse;
+        # O_NOFOLLOW: never through a link planted under the name
+        fd = os.open(folder / STATUS, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
 
 
 # ---------------------------------------------------------------------------------------- the lock
@@ -144,6 +208,7 @@ def check_writable_dir(path: Path, flag: str, shown: Optional[Path] = None) -> N
     named = shown if shown is not None else path
     if "\x00" in str(named):
         raise RunFolderError(f"{flag} {str(named)!r} holds a NUL character, which no file name can hold")
+    _check_lengths(named, flag)
     if path.exists() and not path.is_dir():
         if shown is None:
             raise RunFolderError(f"{flag} {str(path)!r} is a file, not a folder")
@@ -159,10 +224,31 @@ def check_writable_dir(path: Path, flag: str, shown: Optional[Path] = None) -> N
         raise RunFolderError(f"{flag} {str(named)!r}: no permission to write in {str(probe)!r}")
 
 
+def _check_lengths(path: Path, flag: str) -> None:
+    """Every name in ``path`` fits the file system (255 bytes on most) and so does the whole path; else the OS
+    refuses it deep inside a run (ENAMETOOLONG) with a traceback."""
+    try:
+        name_max = os.pathconf("/", "PC_NAME_MAX")
+        path_max = os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max, path_max = 255, 4096
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            raise RunFolderError(
+                f"{flag}: the name {part[:40]!r}... is {size} bytes long, and this file system allows {name_max} "
+                "per name; choose a shorter name"
+            )
+    # room for the longest name a run writes below it (model/unet/diffusion_pytorch_model.safetensors + temp)
+    if len(os.fsencode(str(path.absolute()))) + 80 > path_max:
+        raise RunFolderError(f"{flag} {str(path)[:60]!r}... is too long a path ({path_max} bytes at most here)")
+
+
 def check_writable_file(path: Path, flag: str) -> None:
     """``path`` can be written as a file (its folder is, or can be made, writable; it is not a folder)."""
     if "\x00" in str(path):
         raise RunFolderError(f"{flag} {str(path)!r} holds a NUL character, which no file name can hold")
+    _check_lengths(path, flag)
     if path.is_dir():
         raise RunFolderError(f"{flag} {str(path)!r} is a folder; give a file name")
     check_writable_dir(path.parent, flag, shown=path)
@@ -180,35 +266,16 @@ class Existing:
 
 
 def inspect(folder: Path, sha: str) -> Existing:
+    """What ``folder`` holds. A run only by raydiff's own marker (a status.json raydiff wrote): a user's
+    config.yaml, summary.json or unreadable status.json make a folder "other", never a run."""
     if not folder.is_dir():
         return Existing("none", "", False)
-    names = {p.name for p in folder.iterdir()}
-    if not names:
+    if not any(True for _ in folder.iterdir()):
         return Existing("none", "", False)
     st = read_status(folder)
-    if st is not None:
+    if st is not None and _is_raydiff_status(st):
         return Existing("run", str(st.get("status", "")), st.get("config_sha256") == sha)
-    if "summary.json" in names or "config.yaml" in names:  # a folder of an older raydiff: no status.json
-        from .config_load import load_config
-
-        try:
-            same = config_sha256(load_config(folder / "config.yaml")) == sha
-        except Exception:  # noqa: BLE001 - an unreadable old config is simply not this config
-            same = False
-        legacy = "summary.json" in names and _legacy_finished(folder)
-        return Existing("run", FINISHED if legacy else "", same)
     return Existing("other", "", False)
-
-
-def _legacy_finished(folder: Path) -> bool:
-    """A folder without status.json counts as finished when its summary.json is not interrupted and was
-    written after its config.yaml (a re-run killed after writing its config leaves an older summary)."""
-    try:
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        newer = (folder / "summary.json").stat().st_mtime >= (folder / "config.yaml").stat().st_mtime
-    except (OSError, ValueError):
-        return False
-    return isinstance(summary, dict) and not summary.get("interrupted") and newer
 
 
 def is_finished(folder: Path, sha: str) -> bool:
@@ -252,8 +319,10 @@ class RunFolder:
         lock = FolderLock(path)
         lock.acquire()
         try:
-            _refuse(path, inspect(path, sha), force)  # again, now that no other run can start here
-            _clear(path)
+            found = inspect(path, sha)
+            _refuse(path, found, force)  # again, now that no other run can start here
+            if found.kind == "run":  # raydiff's own run, proven by its marker: its files (only) go
+                _clear(path)
             status = dict(
                 status=RUNNING,
                 config_sha256=sha,
@@ -279,6 +348,12 @@ class RunFolder:
         lock = FolderLock(path)
         lock.acquire()
         found = read_status(path) or {}
+        if not _is_raydiff_status(found):
+            lock.release()
+            raise RunFolderError(
+                f"--resume {str(path)!r} has no status.json written by raydiff, so it is not a raydiff run "
+                "folder (or one of a release before run folders had a status); start a new run instead"
+            )
         return cls(path, str(found.get("config_sha256", "")), lock, dict(found)), found
 
     def mark_running(self, sha: str) -> None:
@@ -290,6 +365,10 @@ class RunFolder:
         self.status.pop("ended", None)
         self.status.pop("reason", None)
         _write_status(self.path, self.status)
+        # links under the names the end of the run writes (samples/, model/ and their files) go, so that
+        # nothing is ever written through a planted link; the files themselves are replaced as they are written
+        # (files in the folder itself are written to fresh temporaries and renamed over any link: outputs._atomic)
+        _clear_outputs(self.path, links_only=True)
 
     def close(self, status: Optional[str], reason: str = "", **extra: Any) -> None:
         """Write the final status (None: leave it as it is) and release the lock."""
@@ -306,11 +385,20 @@ class RunFolder:
 
 
 def _refuse(path: Path, ex: Existing, force: bool) -> None:
-    if ex.kind == "other" and not force:
-        raise RunFolderError(
-            f"--out {str(path)!r} holds files that are not a raydiff run; choose an empty or new "
-            "folder (or pass --force to write the run's files among them)"
-        )
+    if ex.kind == "other":
+        if not force:
+            raise RunFolderError(
+                f"--out {str(path)!r} holds files that are not a raydiff run (raydiff counts a folder as a "
+                "run only by the status.json it writes); choose an empty or new folder (or pass --force to "
+                "write the run's files among them)"
+            )
+        taken = [n for n in (*RUN_FILES, *RUN_DIRS) if (path / n).exists() or (path / n).is_symlink()]
+        if taken:
+            raise RunFolderError(
+                f"--out {str(path)!r} is not a raydiff run, yet it holds {', '.join(taken)}, which a run "
+                "writes; raydiff never overwrites or deletes files it did not write, --force or not: move "
+                "them away or choose another --out"
+            )
     if ex.kind == "run" and ex.status in (FINISHED, INTERRUPTED) and not ex.same_config and not force:
         what = "a finished run" if ex.status == FINISHED else "an interrupted run (resume it with --resume)"
         raise RunFolderError(
@@ -318,18 +406,64 @@ def _refuse(path: Path, ex: Existing, force: bool) -> None:
         )
 
 
-def _clear(path: Path) -> None:
-    """Remove an old run's files (and only those), so the new run's folder never mixes with it."""
-    for name in RUN_FILES:
-        for p in (path / name, path / f"{name}.tmp"):
-            if p.is_file() or p.is_symlink():
-                p.unlink()
-    for name in RUN_DIRS:
-        p = path / name
-        if p.is_symlink():
+def _unlink(p: Path) -> None:
+    """Remove a file or a link (never what a link points to, never a folder)."""
+    if p.is_symlink() or p.is_file():
+        p.unlink()
+
+
+def _rmdir_if_empty(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink() and not any(True for _ in p.iterdir()):
+        p.rmdir()
+
+
+def _clear_outputs(path: Path, links_only: bool = False) -> None:
+    """Remove what the end of a run writes below samples/ and model/ (raydiff's own names only; links are
+    unlinked, never followed), and a samples/ or model/ that is a link; anything else there stays.
+    ``links_only``: a resumed run keeps its earlier grids and only loses links planted under those names."""
+
+    def drop(p: Path) -> None:
+        if p.is_symlink() or (not links_only and p.is_file()):
             p.unlink()
-        elif p.is_dir():
-            shutil.rmtree(p)
+
+    from .records import EVALS_STREAM, EVENTS_STREAM, STREAM_DIR  # the run's record stream (raydiff.records)
+
+    for name in (*RUN_DIRS, STREAM_DIR):
+        if (path / name).is_symlink():
+            (path / name).unlink()
+    stream = path / STREAM_DIR
+    if stream.is_dir() and not links_only:
+        for name in (EVENTS_STREAM, EVALS_STREAM):
+            _unlink(stream / name)
+        _rmdir_if_empty(stream)
+    samples = path / "samples"
+    if samples.is_dir():
+        for p in samples.iterdir():
+            if SAMPLE_FILE.fullmatch(p.name) or (TMP_FILE.fullmatch(p.name) and SAMPLE_FILE.search(p.name)):
+                drop(p)
+        if not links_only:
+            _rmdir_if_empty(samples)
+    model = path / "model"
+    if model.is_dir():
+        for sub in ("unet", "scheduler"):
+            if (model / sub).is_symlink():
+                (model / sub).unlink()
+        for rel in MODEL_FILES:
+            drop(model / rel)
+        if not links_only:
+            for sub in ("unet", "scheduler", ""):
+                _rmdir_if_empty(model / sub if sub else model)
+
+
+def _clear(path: Path) -> None:
+    """Remove an old run's files (and only those), so the new run's folder never mixes with it. Called only
+    for a folder that raydiff's marker proves to be a run."""
+    for name in RUN_FILES:
+        _unlink(path / name)
+    for p in path.iterdir():  # temporaries of an interrupted write: raydiff's names only
+        if TMP_FILE.fullmatch(p.name) and any(n in p.name for n in RUN_FILES):
+            _unlink(p)
+    _clear_outputs(path)
 
 
 __all__ = [
@@ -346,5 +480,17 @@ __all__ = [
     "describe",
     "is_finished",
     "is_locked",
+    "is_run_folder",
     "read_status",
 ]
+
+
+def run_state(folder: Path) -> str:
+    """A run folder's state in one word: its status (``finished``, ``interrupted``, ``failed``), ``running`` while
+    a live process holds its lock, ``killed`` when status.json still says running but no process holds the lock
+    (SIGKILL, the OOM killer, a lost node: the kernel dropped the lock with the process), else ``unknown``."""
+    st = read_status(folder)
+    word = str(st.get("status", "")) if st else ""
+    if word == RUNNING:
+        return RUNNING if is_locked(folder) else "killed"
+    return word if word in (FINISHED, INTERRUPTED, FAILED) else "unknown"

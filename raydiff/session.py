@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
@@ -18,7 +18,8 @@ from .hetero import Availability, ClientProfile
 from .progress import Progress, chain
 from .ray_exec.executor import RayExecutor
 from .ray_exec.pool import ActorPool
-from .ray_setup import init_ray, server_placement, size_pool
+from .ray_setup import init_ray, server_placement, shutdown_ray, size_pool
+from .records import Records
 from .sim.checkpoint import LoopState
 from .sim.jobs import LoopResult
 from .sim.orchestrator import Orchestrator
@@ -27,9 +28,9 @@ from .strategies import Schedule, Strategy
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Collected:
-    """What a finished run hands to the run folder, gathered from the actors."""
+    """What a finished run hands to the run folder, gathered from the actors phase by phase (runner._finish)."""
 
     vector: np.ndarray  # the final global vector
     export_vector: Optional[np.ndarray]  # what the strategy offers instead (the EMA), or None
@@ -37,8 +38,9 @@ class Collected:
     server_received: list[list[str]]  # the server's audit: kinds of data clients sent
     evals: list[dict[str, Any]]  # evals.parquet rows, one per version (a repeated version: the later row)
     grids: list[tuple[int, np.ndarray]]  # (version, samples) for samples/vNNNNNN.png
-    final_samples: np.ndarray  # samples/final.png, from the exported model
+    final_samples: Optional[np.ndarray]  # samples/final.png, from the exported model (None: not computed)
     judge: dict[str, Any]  # summary.json additions: the digit judge's scores and the final_* sample metrics
+    classes: dict[str, Any] = field(default_factory=dict)  # Evaluator.class_evaluate: utility, per-class quality
 
 
 def send_by_value(strategy: Strategy) -> None:
@@ -81,6 +83,11 @@ class Session:
         self.handles: list[Any] = []
         self.server: Any = None  # Ray actor handles (Ray's generic hints do not type .remote on methods)
         self.evaluator: Any = None
+        self.records = Records(None)
+        self.eval_rows: list[dict[str, Any]] = []  # evaluations back so far, in the order asked
+        self.evals_seen = 0
+        self.grid_images: list[tuple[int, np.ndarray]] = []
+        self.grids_seen = 0
 
     def __enter__(self) -> Session:
         self.started_ray = init_ray(self.cfg)
@@ -112,7 +119,9 @@ class Session:
                 )
             )  # training set: for FID's domain classifier
             self.handles = [self.server, self.evaluator]
-            self.pool = ActorPool(self.cfg, images_ref, self.num_actors)
+            # model.conditional: the labels travel as data beside the images (strategies never see them)
+            labels_ref = ray.put(self.train_labels) if self.cfg.model.conditional else None
+            self.pool = ActorPool(self.cfg, images_ref, self.num_actors, labels_ref)
             self.pool.wait_ready()
             # the server and evaluator too: their start-up (imports, a model) must not share the
             # loop's first seconds with the clients, nor count in the loop's time
@@ -131,10 +140,22 @@ class Session:
         callback: Optional[Callable[[dict[str, Any]], None]] = None,
         on_checkpoint: Optional[Callable[[LoopState], None]] = None,
         resume: Optional[LoopState] = None,
+        records: Optional[Records] = None,
     ) -> LoopResult:
+        """The event loop. ``records``: where every settled job, evaluation row and sample grid goes as it
+        happens (evaluations and grids are picked up at each new version, without waiting for them)."""
         bar = Progress(self.cfg, enabled=show_progress)
         assert self.pool is not None, "Session.run outside its with-block"
         self.executor = RayExecutor(self.pool, self.server, self.evaluator, self.cfg)
+        self.records = records if records is not None else Records(None)
+        if resume is not None:  # the checkpoint's evaluations are in the records already
+            self.eval_rows = [dict(e) for e in resume.evals]
+            self.evals_seen = len(resume.evals)
+
+        def on_version(info: dict[str, Any]) -> None:
+            self.poll()
+            self.records.version(info)
+
         try:
             orch = Orchestrator(
                 self.cfg,
@@ -147,53 +168,96 @@ class Session:
                 self.exchange.down_bytes(self.x0.size),
                 self.exchange.up_bytes(self.x0.size),
                 stateful_clients=self.exchange.stateful,
-                on_progress=chain(bar, callback),
+                on_progress=chain(bar, on_version, callback),
                 on_checkpoint=on_checkpoint,
                 resume=resume,
+                on_row=self.records.job,
             )
+            self.orchestrator = orch
             log.info("event loop started with %d client actors", self.num_actors)
             return orch.run()
         finally:
             bar.close()
 
-    def collect(self, loop: LoopResult) -> Collected:
-        """Wait for evaluations and sample the final model (the only blocking evaluation work).
+    # ------------------------------------------------------------------ after the loop, phase by phase
+    def poll(self) -> None:
+        """Hand the evaluations and sample grids that are back (in the order they were asked) to the records."""
+        ex = self.executor
+        while self.evals_seen < len(ex.eval_refs):
+            ref = ex.eval_refs[self.evals_seen]
+            if not ray.wait([ref], timeout=0)[0]:
+                break
+            row = ray.get(ref)
+            self.eval_rows.append(row)
+            self.evals_seen += 1
+            self.records.evaluation(row)
+        while self.grids_seen < len(ex.sample_refs):
+            v, ref = ex.sample_refs[self.grids_seen]
+            if not ray.wait([ref], timeout=0)[0]:
+                break
+            images = ray.get(ref)
+            self.grid_images.append((v, images))
+            self.grids_seen += 1
+            self.records.grid(v, images)
 
-        The orchestrator queued the final version's evaluation (with FID) before this sample call, so
-        when the exported model is the global one, the evaluator reuses those samples for the grid.
-        """
-        vector: np.ndarray = ray.get(loop.version_handle)
-        export: Optional[np.ndarray] = ray.get(self.server.export_vector.remote())
-        received = [list(map(str, k)) for k in ray.get(self.server.audit.remote())]
+    def essentials(self, loop: LoopResult, timeout: Optional[float] = None) -> Collected:
+        """What the run folder cannot do without: the final vector, what model/ holds, the server's audit.
+        Queues the final samples and the per-class evaluation on the evaluator (behind the final evaluation),
+        to be picked up by :meth:`wait_final` if there is time. Raises GetTimeoutError after ``timeout`` s."""
+        vector: np.ndarray = ray.get(loop.version_handle, timeout=timeout)
+        export: Optional[np.ndarray] = ray.get(self.server.export_vector.remote(), timeout=timeout)
+        received = [list(map(str, k)) for k in ray.get(self.server.audit.remote(), timeout=timeout)]
         exported = export if export is not None and self.cfg.eval.export_ema else vector
-        final_ref = self.evaluator.sample.remote(exported, self.cfg.eval.num_samples, self.cfg.seed)
-        evals = ray.get(self.executor.eval_refs)
-        grids = [(v, ray.get(r)) for v, r in self.executor.sample_refs]
-        final_samples: np.ndarray = ray.get(final_ref)
-        judge: dict[str, Any] = {}
-        if self.cfg.eval.judge and self.cfg.data.dataset == "digits":
-            from .digit_judge import judge_digits
-
-            judge = judge_digits(final_samples)
-        by_version = {e["version"]: e for e in evals}  # a version may be asked twice: the later row (with FID) wins
-        final_row = by_version.get(loop.version, {})
-        from .metrics.suite import DOMAIN_COLUMNS
-
-        judge.update(
-            {f"final_{k}": final_row[k] for k in (*DOMAIN_COLUMNS, "fid_inception") if k in final_row}
-        )  # into summary.json, next to the digit judge's scores
+        self.final_ref = self.evaluator.sample.remote(exported, self.cfg.eval.num_samples, self.cfg.seed)
+        # utility and per-class quality of the exported model (raydiff.utility; {} when off or unlabelled)
+        self.classes_ref = self.evaluator.class_evaluate.remote(exported, loop.version)
+        self.poll()
         return Collected(
             vector=vector,
             export_vector=export,
             exported=exported,
             server_received=received,
-            evals=list(by_version.values()),
-            grids=grids,
-            final_samples=final_samples,
-            judge=judge,
+            evals=self.evals_by_version(),
+            grids=list(self.grid_images),
+            final_samples=None,
+            judge={},
         )
 
+    def evals_by_version(self) -> list[dict[str, Any]]:
+        """The evaluation rows so far, one per version (a version asked twice: the later row, with FID, wins)."""
+        return list({e["version"]: e for e in self.eval_rows}.values())
+
+    def wait_evals(self, tail: Collected, loop: LoopResult, timeout: Optional[float] = None) -> None:
+        """Every evaluation asked for (the final version's with FID among them) and every sample grid."""
+        ex = self.executor
+        ray.get(ex.eval_refs[self.evals_seen :] + [r for _, r in ex.sample_refs[self.grids_seen :]], timeout=timeout)
+        self.poll()
+        tail.evals = self.evals_by_version()
+        tail.grids = list(self.grid_images)
+        final_row = {e["version"]: e for e in tail.evals}.get(loop.version, {})
+        from .metrics.suite import DOMAIN_COLUMNS
+
+        tail.judge.update(
+            {f"final_{k}": final_row[k] for k in (*DOMAIN_COLUMNS, "fid_inception") if k in final_row}
+        )  # into summary.json, next to the digit judge's scores
+
+    def wait_final(self, tail: Collected, timeout: Optional[float] = None) -> None:
+        """The exported model's final samples (the grid, the digit judge's scores)."""
+        final_samples: np.ndarray = ray.get(self.final_ref, timeout=timeout)
+        tail.final_samples = final_samples
+        if self.cfg.eval.judge and self.cfg.data.dataset == "digits":
+            from .digit_judge import judge_digits
+
+            tail.judge.update(judge_digits(final_samples))
+        self.records.grid(-1, final_samples, final=True)
+
+    def wait_classes(self, tail: Collected, timeout: Optional[float] = None) -> None:
+        tail.classes = ray.get(self.classes_ref, timeout=timeout)
+
     def __exit__(self, *exc: Any) -> None:
+        import time
+
+        t0 = time.perf_counter()
         if self.pool is not None:
             self.pool.shutdown()
         for h in self.handles:
@@ -202,4 +266,5 @@ class Session:
             except Exception:  # noqa: BLE001
                 pass
         if self.started_ray:
-            ray.shutdown()
+            shutdown_ray()  # and the reaper told, and our signal handlers re-armed
+        log.info("Ray session torn down in %.1f s", time.perf_counter() - t0)

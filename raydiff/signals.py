@@ -5,7 +5,13 @@ terminal sends SIGHUP. The first of them raises :class:`Interrupted` (a ``Keyboa
 the event loop's Ctrl-C path handles all three) in the main thread; any later one, while the run
 winds down and writes its folder, is deferred: it is reported and ignored, so the folder promised by
 the first is written. ``ray.init`` installs its own SIGTERM handler (``sys.exit``, which aborted
-the driver mid-write); :func:`reinstall` puts ours back after it. Exit codes: 130, 143, 129.
+the driver mid-write); :func:`reinstall` puts ours back after it, and again after ``ray.shutdown()``
+(which resets the handlers at the C level while ``signal.getsignal`` still reports ours, so a later SIGTERM
+killed the process outright). Exit codes: 130, 143, 129.
+
+While the run writes what it must (its records, model and summary), :func:`hold` makes a first signal note
+itself instead of raising: the writes finish, and what follows them is skipped (:func:`stopping`). From the
+first signal on, :func:`seconds_left` counts down ``run.stop_grace_s``: the wind-down is bounded.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Optional, Union
 
@@ -50,6 +58,8 @@ class SignalGuard:
 
     def __init__(self) -> None:
         self.first: Optional[int] = None
+        self.first_at: Optional[float] = None  # time.monotonic() of the first signal
+        self.holding = 0  # > 0 inside hold(): a first signal is noted, not raised
         self.deferring = False  # True while the run writes its last status: every signal waits until then
         self.previous: dict[int, Handler] = {}
         self.enabled = threading.current_thread() is threading.main_thread()
@@ -78,6 +88,16 @@ class SignalGuard:
         global _last
         if self.first is None and not self.deferring:
             self.first = _last = signum
+            self.first_at = time.monotonic()
+            log.info("%s received (wall clock %.3f)", signal.Signals(signum).name, time.time())
+            if self.holding:
+                print(
+                    f"raydiff: {signal.Signals(signum).name} received: the run stops once its records, model and "
+                    "summary are written",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return
             raise Interrupted(signum)
         print(
             f"raydiff: {signal.Signals(signum).name} received while the run folder is being written; it is "
@@ -100,6 +120,41 @@ def defer() -> None:
         _current.deferring = True
 
 
+@contextmanager
+def hold() -> Iterator[None]:
+    """Inside: a first signal is noted (the run then stops after this block) instead of raised in the middle
+    of a write. Nests; a no-op outside a guarded run."""
+    cur = _current
+    if cur is None:
+        yield
+        return
+    cur.holding += 1
+    try:
+        yield
+    finally:
+        cur.holding -= 1
+
+
+def stopping() -> bool:
+    """Whether a signal asked the current run to stop."""
+    return _current is not None and _current.first is not None
+
+
+def note_stop(signum: int) -> None:
+    """Record a stop that arrived as an exception elsewhere (a KeyboardInterrupt without our handler)."""
+    global _last
+    if _current is not None and _current.first is None:
+        _current.first = _last = signum
+        _current.first_at = time.monotonic()
+
+
+def seconds_left(grace_s: float) -> float:
+    """Of the wind-down's ``grace_s``, what is left (inf when no signal came)."""
+    if _current is None or _current.first_at is None:
+        return float("inf")
+    return grace_s - (time.monotonic() - _current.first_at)
+
+
 def reinstall() -> None:
     """Put the current run's handlers back (``ray.init`` replaced SIGTERM's); no-op outside a guarded run."""
     if _current is not None:
@@ -111,4 +166,15 @@ def last_signal() -> Optional[int]:
     return _last
 
 
-__all__ = ["Interrupted", "SignalGuard", "exit_code", "last_signal", "reinstall", "signal_name"]
+__all__ = [
+    "Interrupted",
+    "SignalGuard",
+    "exit_code",
+    "hold",
+    "last_signal",
+    "note_stop",
+    "reinstall",
+    "seconds_left",
+    "signal_name",
+    "stopping",
+]

@@ -36,7 +36,7 @@ import yaml
 
 from .config import check_name
 from .config_load import load_config, read_yaml
-from .errors import ConfigError
+from .errors import ConfigError, DataError, RunFolderError
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,28 @@ def _str_key(value: Any, what: str) -> str:
     return value
 
 
+def _check_case(cname: Any, path: Path) -> None:
+    """A case name becomes (the start of) a run's folder name: one plain path component, never '.' or '..'."""
+    if not isinstance(cname, str):
+        raise ConfigError(f"sweep {str(path)!r}: case name {cname!r} must be a string (it names the run's folder)")
+    bad = [c for c in cname if c in "/\\" or ord(c) < 32 or ord(c) == 127]
+    if not cname.strip() or cname.strip(".") == "" or bad or len(cname) > 100:
+        raise ConfigError(
+            f"sweep {str(path)!r}: case {cname!r} cannot name a run folder: use 1 to 100 characters without "
+            "'/', '\\' or control characters, and not only dots ('.' and '..' would put the run outside "
+            "the sweep folder)"
+        )
+
+
+def _check_folder_name(run_name: str, cname: str, path: Path) -> None:
+    """The final folder name of a run stays inside the sweep folder (a last guard after the slug)."""
+    if run_name.strip(".") == "" or "/" in run_name or "\\" in run_name or Path(run_name).name != run_name:
+        raise ConfigError(
+            f"sweep {str(path)!r}: case {cname!r} gives the run folder name {run_name!r}, which is not a "
+            "folder inside the sweep folder; rename the case"
+        )
+
+
 def plan(sweep_path: str | Path, out: Optional[str | Path] = None) -> tuple[dict, list[PlannedRun]]:
     """Read a sweep file and list its runs (validating every resolved config before anything runs)."""
     path = Path(sweep_path)
@@ -98,9 +120,9 @@ def plan(sweep_path: str | Path, out: Optional[str | Path] = None) -> tuple[dict
     cases = spec.get("cases") or {"": []}
     if not isinstance(cases, dict):
         raise ConfigError(f"sweep {str(path)!r}: cases must map a name to a list of overrides")
-    for cname in cases:
-        if cname != "":
-            _str_key(cname, "cases")
+    if spec.get("cases"):
+        for cname in cases:
+            _check_case(cname, path)
     grid = spec.get("grid") or {}
     if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
         raise ConfigError(f"sweep {str(path)!r}: grid must map each key to a non-empty list of values")
@@ -121,6 +143,7 @@ def plan(sweep_path: str | Path, out: Optional[str | Path] = None) -> tuple[dict
             over.append(f"seed={seed}")
             parts.append(f"seed{seed}")
         run_name = _slug("-".join(parts) or "run")[:150] or "run"
+        _check_folder_name(run_name, cname, path)
         over.append(f"name={name}-{run_name}")
         load_config(base, over)  # fail now, naming the key, not after hours of other runs
         runs.append(PlannedRun(run_name, tuple(over), root / run_name))
@@ -150,6 +173,29 @@ def describe(run: PlannedRun, base: str) -> str:
     return word(run.out_dir, _sha(run, base))
 
 
+INDEX_MARKER = "sweep-index/1"  # the ``raydiff`` field of a sweep's sweep.yaml: a file raydiff may rewrite
+
+
+def check_index(path: Path) -> None:
+    """``path`` (a sweep folder's sweep.yaml) is absent or an index raydiff wrote: never a user's own file (a
+    sweep file itself, when --out is its own folder), which rewriting would destroy."""
+    if not path.exists() and not path.is_symlink():
+        return
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() and not path.is_symlink() else None
+    except (OSError, ValueError, yaml.YAMLError):
+        data = None
+    ours = isinstance(data, dict) and (
+        data.get("raydiff") == INDEX_MARKER
+        or (set(data) == {"name", "base", "runs"} and isinstance(data["runs"], list))  # the previous release's
+    )
+    if not ours:
+        raise RunFolderError(
+            f"sweep out: {str(path)!r} is not a sweep index raydiff wrote, and raydiff writes its index "
+            "there; choose another --out for the sweep (raydiff never overwrites a file it did not write)"
+        )
+
+
 class _Index:
     """The sweep's ``sweep.yaml``: every run with its overrides and status, rewritten as runs end."""
 
@@ -157,6 +203,7 @@ class _Index:
         self.path = Path(spec["out"]) / "sweep.yaml"
         self.spec, self.runs, self.records = spec, runs, records
         self.lock = threading.Lock()
+        check_index(self.path)
 
     def update(self, record: Optional[dict] = None) -> None:
         from .outputs import _atomic
@@ -171,7 +218,10 @@ class _Index:
                 if rec.get("reason"):
                     entry["reason"] = rec["reason"]
                 entries.append(entry)
-            text = yaml.safe_dump(dict(name=self.spec["name"], base=self.spec["base"], runs=entries), sort_keys=False)
+            text = yaml.safe_dump(
+                dict(raydiff=INDEX_MARKER, name=self.spec["name"], base=self.spec["base"], runs=entries),
+                sort_keys=False,
+            )
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _atomic(self.path, lambda p: p.write_text(text))
 
@@ -186,7 +236,14 @@ def run_sweep(sweep_path: str | Path, out: Optional[str | Path] = None, progress
     from .run_folder import check_writable_dir
 
     check_writable_dir(check_dir, "sweep out")
+    check_index(check_dir / "sweep.yaml")  # before any run: the index is the sweep's only file outside its runs
     todo = [r for r in runs if not is_finished(r, spec["base"])]
+    from .datafetch import missing_data  # a missing data.root stops the sweep here, not each run in turn
+
+    for r in todo:
+        why = missing_data(load_config(spec["base"], r.overrides).data)
+        if why:
+            raise DataError(f"sweep {spec['name']!r}, run {r.name}: {why}")
     log.info("sweep %s: %d runs, %d to do", spec["name"], len(runs), len(todo))
     parallel = spec["parallel"]
     if todo and parallel > 1 and not all(load_config(spec["base"], r.overrides).run.dry_run for r in todo):

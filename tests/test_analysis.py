@@ -37,7 +37,7 @@ from analysis import (
     time_to_target,
     wasted_work,
 )
-from analysis.compare import comparisons
+from analysis.compare import compare_arms
 from analysis.plots import (
     mean_band,
     plot_gantt,
@@ -304,9 +304,9 @@ def test_plots(sweep, tmp_path):
     fig = plot_metric_vs_vtime(el, "heldout_loss")
     ax = fig.axes[0]
     assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == (
-        "heldout_loss vs virtual time",
+        "held-out denoising loss vs virtual time",  # the metric table's label, not the column name
         "virtual time (s)",
-        "heldout_loss",
+        "held-out denoising loss",
     )
     assert len(ax.lines) == 2 and {t.get_text() for t in ax.get_legend().get_texts()} == {
         "fedavg: fedavg-0",
@@ -368,6 +368,38 @@ def test_write_report(sweep, tmp_path):
     assert write_report(sweep, tmp_path / "out") == tmp_path / "out" / "report.html"
 
 
+def test_report_shows_real_images_beside_samples_and_a_quality_chart(sweep, tmp_path):
+    samples = sweep / "fedavg-0" / "samples"
+    for name in ("real.png", "by_class.png", "real_by_class.png"):
+        Image.new("L", (16, 16), 200).save(samples / name)
+    summary = json.loads((sweep / "fedbuff-0" / "summary.json").read_text())
+    (sweep / "fedbuff-0" / "summary.json").write_text(json.dumps(dict(summary, judge_mean_confidence=0.8)))
+    text = write_report(sweep, tmp_path / "r.html").read_text()
+    item = text.split('sweep/fedavg-0/"', 1)[1].split("</li>", 1)[0]
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", item)
+    assert captions == [
+        "generated: samples from the final model",
+        "real: images from the training data",
+        "generated, one row per class",
+        "real, one row per class",
+    ]
+    assert 'id="plot-final"' in text  # the chart of final FID / judge numbers
+    head = re.findall(r"<th>([^<]*)</th>", text.split('id="comparison"', 1)[1].split("</thead>", 1)[0])
+    assert head[:4] == ["run", "held-out denoising loss", "digit-judge confidence", "versions"]
+
+
+def test_privacy_section_without_dp_does_not_open_with_epsilon():
+    from analysis.privacy import EXPLAIN_AUDIT, privacy_section
+
+    df = pd.DataFrame({"run": ["a"], "run_dir": ["/nonexistent"], "summary.mia_auc": [0.51]})
+    section = privacy_section(df)
+    explain = section.split('id="privacy-explain">', 1)[1].split("</p>", 1)[0]
+    assert explain.startswith("The audit") and "epsilon" not in explain
+    assert explain == EXPLAIN_AUDIT.replace("'", "&#x27;")
+    dp = privacy_section(df.assign(**{"summary.epsilon": [3.0]}))
+    assert dp.split('id="privacy-explain">', 1)[1].startswith("epsilon holds")
+
+
 def test_write_report_dry_runs_only(sweep, tmp_path):
     out = write_report(sweep / "nested" / "dry-0", tmp_path / "dry.html")
     text = out.read_text()
@@ -408,14 +440,15 @@ def test_mean_ci_bootstrap_from_20_values():
 def test_paired_ci_known_answer():
     a = [10.0, 12.0, 14.0, 16.0, 18.0]
     cmp = paired_ci(a, [2 * v for v in a])
-    # b / a = 2 for every seed: ratio 2 with a zero-width CI; b - a = a: mean 14, s = sqrt(10), se = sqrt(2)
+    # b / a = 2 for every seed: ratio 2 with a zero-width CI (p = 0); b - a = a: mean 14, s = sqrt(10), se = sqrt(2)
     assert cmp.n == 5 and cmp.ratio == pytest.approx(2.0) and cmp.ratio_low == pytest.approx(2.0)
-    assert cmp.diff.mean == 14.0
+    assert cmp.log_ratio.p_value == 0.0
+    assert cmp.diff.estimate == 14.0
     assert (cmp.diff.low, cmp.diff.high) == (
         pytest.approx(14 - 3.926483, abs=1e-5),
         pytest.approx(14 + 3.926483, abs=1e-5),
     )
-    assert cmp.p_value < 0.001  # t = 14 / sqrt(2) = 9.90 on 4 df: p = 0.00058
+    assert cmp.diff.p_value < 0.001  # t = 14 / sqrt(2) = 9.90 on 4 df: p = 0.00058
     assert math.isnan(paired_ci([1.0, -1.0], [2.0, 2.0]).ratio)  # a ratio needs positive values
 
 
@@ -490,18 +523,19 @@ def test_time_to_target_censored_and_target_from_best(seed_sweep):
     # best mean final loss per condition is fedbuff's 0.2: target 0.2 * 1.2 = 0.24
     assert runs["target_heldout_loss"].unique() == pytest.approx([0.24])
     cens = runs[(runs["cfg.clients.dropout"] == 0.3) & (runs["cfg.strategy.name"] == "fedavg")].sort_values("cfg.seed")
-    assert cens["ttt_heldout_loss"].tolist() == [6.0, 10.0, 10.0]  # never reached: the budget, not dropped
+    assert cens["ttt_heldout_loss"].tolist() == [6.0, 10.0, 10.0]  # never reached: its censoring time, the budget
     assert cens["ttt_heldout_loss_reached"].tolist() == [True, False, False]
 
-    s = seed_summary(runs, "ttt_heldout_loss").set_index(["condition", "cfg.strategy.name"])
+    s = seed_summary(runs, "ttt_heldout_loss").set_index(["condition", "cfg.strategy.name"])  # survival rows
     row = s.loc[("clients.dropout=0.3", "fedavg")]
-    assert row["n"] == 3 and row["n_censored"] == 2 and row["mean"] == pytest.approx(26 / 3)  # restricted mean
-    row = s.loc[("base", "fedavg")]  # [4, 6, 8]: mean 6, s = 2, t(0.975, 2) = 4.302653: half 4.968275
-    assert row["n_censored"] == 0 and row["ci_method"] == "t" and row["target"] == pytest.approx(0.24)
-    assert (row["ci_low"], row["ci_high"]) == (
-        pytest.approx(6 - 4.968275, abs=1e-5),
-        pytest.approx(6 + 4.968275, abs=1e-5),
-    )
+    assert row["n"] == 3 and row["n_censored"] == 2 and row["rmst"] == pytest.approx(26 / 3)  # mean of min(T, 10)
+    assert 0 <= row["rmst_low"] < row["rmst"] < row["rmst_high"] <= row["budget"] == 10
+    row = s.loc[("base", "fedavg")]  # [4, 6, 8]: RMST 6; logit(0.6) +- t(0.975, 2) * (2 / sqrt 3) / (10 * 0.24)
+    assert row["n_censored"] == 0 and row["target"] == pytest.approx(0.24) and row["rmst"] == 6.0
+    half = 4.302653 * (2 / math.sqrt(3)) / (10 * 0.6 * 0.4)
+    z = math.log(0.6 / 0.4)
+    assert row["rmst_low"] == pytest.approx(10 / (1 + math.exp(-(z - half))), abs=1e-5)
+    assert row["rmst_high"] == pytest.approx(10 / (1 + math.exp(-(z + half))), abs=1e-5)
 
 
 def test_paired_diff_on_a_sweep_folder(seed_sweep):
@@ -510,8 +544,10 @@ def test_paired_diff_on_a_sweep_folder(seed_sweep):
     assert base["n_pairs"] == 3 and base["ratio"] == pytest.approx(2.0)
     assert (base["ratio_low"], base["ratio_high"]) == (pytest.approx(2.0), pytest.approx(2.0))
     assert base["diff"] == 3.0 and base["diff_low"] == pytest.approx(3 - 2.484138, abs=1e-5)
-    cens = d.loc["clients.dropout=0.3"]  # ratios 6/2, 10/3, 10/4: geometric mean 25 ** (1/3)
+    assert base["test_diff"] == "paired t" and base["test_ratio"] == "paired t, log ratios"
+    cens = d.loc["clients.dropout=0.3"]  # restricted times: ratios 6/2, 10/3, 10/4: geometric mean 25 ** (1/3)
     assert cens["ratio"] == pytest.approx(25 ** (1 / 3)) and (cens["n_censored_a"], cens["n_censored_b"]) == (0, 2)
+    assert cens["mean_b"] == pytest.approx(26 / 3) and cens["budget"] == 10  # fedavg's RMST
     fid = paired_diff(seed_sweep, "final_fid_domain", "fedbuff", "fedavg").set_index("condition")
     assert fid.loc["base", "diff"] == pytest.approx(1.0) and fid.loc["base", "diff_low"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"share cfg\.seed"):  # two conditions pooled: seeds repeat per arm
@@ -522,15 +558,22 @@ def test_paired_diff_on_a_sweep_folder(seed_sweep):
 
 def test_comparisons_in_words(seed_sweep):
     df = load_runs(seed_sweep)
-    items = {(c.condition, c.aspect, c.other): c for c in comparisons(add_time_to_target(run_table(df), df))}
-    fast = items[("base", "ttt_heldout_loss", "fedavg")]
-    assert fast.best == "fedbuff" and fast.significant and fast.estimate == pytest.approx(2.0)
-    assert fast.sentence.startswith("fedbuff reaches held-out loss <= 0.24 sooner than fedavg: fedavg takes 2.00x")
-    cens = items[("clients.dropout=0.3", "ttt_heldout_loss", "fedavg")]
-    assert "never reached it in 2 of 3 seeds" in cens.sentence and "lower bounds" in cens.sentence
-    (judge,) = [c for k, c in items.items() if k[:2] == ("base", "judge_mean_confidence")]
-    # equal in every seed: no difference, so no claim
-    assert not judge.significant and "cannot be told apart" in judge.sentence
+    runs = add_time_to_target(run_table(df), df)
+    items = {
+        (c.condition, c.metric, c.measure): c
+        for c in compare_arms(runs, ["ttt_heldout_loss", "final_fid_domain", "judge_mean_confidence"])
+    }
+    fast = items[("base", "ttt_heldout_loss", "ratio")]
+    assert (fast.a, fast.b) == ("fedbuff", "fedavg") and fast.significant and fast.estimate == pytest.approx(2.0)
+    assert fast.sentence.startswith("fedbuff has the shorter time to held-out denoising loss target (<= 0.24)")
+    rmst_diff = items[("clients.dropout=0.3", "ttt_heldout_loss", "difference")]
+    assert rmst_diff.estimate == pytest.approx(26 / 3 - 3) and rmst_diff.test == "paired t"
+    assert "fedavg in 2 of 3 seeds" in rmst_diff.sentence and "lower bound" not in rmst_diff.sentence
+    fid = items[("base", "final_fid_domain", "ratio")]  # FID is positive: compared by its ratio
+    assert fid.estimate == pytest.approx(math.exp(np.mean(np.log([6 / 5, 7 / 6, 8 / 7]))))
+    judge = items[("base", "judge_mean_confidence", "difference")]
+    # equal in every seed: no difference, so no claim (and p = 1, the interval [0, 0] holds 0)
+    assert not judge.significant and judge.p_value == 1.0 and "cannot be told apart" in judge.sentence
 
 
 def test_plot_metric_ci_band(seed_sweep):
@@ -541,38 +584,63 @@ def test_plot_metric_ci_band(seed_sweep):
     assert [a.get_title() for a in axes] == ["base", "clients.dropout=0.3"]
     assert len(axes[0].collections) == 2  # one CI band per strategy
     assert {t.get_text() for t in axes[0].get_legend().get_texts()} == {"fedavg (n=3)", "fedbuff (n=3)", "target"}
-    mean, lo, hi, n = mean_band(np.array([[1.0, 2.0], [3.0, np.nan]]))
-    assert mean.tolist()[0] == 2.0 and n.tolist() == [2, 1] and math.isnan(lo[1])
-    assert hi[0] - 2.0 == pytest.approx(12.706205 * math.sqrt(2) / math.sqrt(2))  # t(0.975, 1) * s / sqrt(n)
+    assert axes[0].get_ylabel() == "held-out denoising loss"
+    # a positive metric's band is the geometric mean's: t on log values, never below 0
+    mean, lo, hi, n = mean_band(np.array([[1.0, 2.0], [3.0, np.nan]]), range_="positive")
+    assert mean[0] == pytest.approx(math.sqrt(3.0)) and n.tolist() == [2, 1] and math.isnan(lo[1])
+    half = 12.706205 * abs(math.log(3.0)) / math.sqrt(2) / math.sqrt(2)  # t(0.975, 1) * s / sqrt(n) on logs
+    assert hi[0] == pytest.approx(math.sqrt(3.0) * math.exp(half)) and lo[0] > 0
+    loss_like = np.array([[1.64, 0.85, 0.62]]).T  # a plain t band would go below 0 here
+    assert mean_band(loss_like, range_="positive")[1][0] > 0 and mean_band(loss_like)[1][0] < 0
     png_ok(fig)
     png_ok(plot_summary_bars(seed_summary(runs, "final_fid_domain")))
 
 
 def test_report_comparisons_section(seed_sweep, tmp_path):
     text = write_report(seed_sweep, tmp_path / "r.html").read_text()
-    assert '<h2 id="comparisons">Comparisons</h2>' in text
-    assert "fedbuff reaches held-out loss &lt;= 0.24 sooner than fedavg: fedavg takes 2.00x as long" in text
-    for ident in ("plot-metric-ci", "plot-bars-ttt_heldout_loss", "seeds-final_fid_domain"):
+    assert '<h2 id="comparisons">Comparisons</h2>' in text and '<h2 id="time-to-target">' in text
+    for ident in ("plot-forest", "plot-km", "plot-metric-ci", "plot-arms-final_fid_domain", "comparison-claims"):
         assert f'id="{ident}"' in text
+    assert "b/a 2.00x [2.00, 2.00]" in text  # fedavg / fedbuff restricted times in the base condition
+    assert "8.67 [" in text and "2 of 3" in text  # fedavg's RMST under dropout, 2 of 3 runs censored
+
+
+def test_report_defaults_next_to_the_runs(seed_sweep):
+    from analysis.report import default_out
+
+    assert default_out(seed_sweep) == seed_sweep / "report.html"
+    assert default_out([seed_sweep / "r00", seed_sweep / "r01"]) == seed_sweep.resolve() / "report.html"
+    out = write_report(seed_sweep / "r00")
+    assert out == seed_sweep / "r00" / "report.html" and "<title>raydiff heterogeneity report: 1 run</title>" in (
+        out.read_text()
+    )
+    assert "1 runs" not in out.read_text()
 
 
 def test_study_cli_writes_csvs(seed_sweep, tmp_path, capsys):
-    from analysis.study import main
+    from analysis.study import main, summarize_runs_csv
 
-    assert main([str(seed_sweep), "--csv", str(tmp_path / "res" / "s.csv")]) == 0
+    assert main([str(seed_sweep), "--csv", str(tmp_path / "res" / "s.csv"), "--extra-slacks", "0.1"]) == 0
     out = capsys.readouterr().out
-    assert "| base | fedavg | 6 [1.03, 11] |" in out  # ttt mean [CI] of [4, 6, 8]
-    assert "- [base] fedbuff reaches held-out loss <= 0.24 sooner than fedavg: fedavg takes 2.00x" in out
-    s = pd.read_csv(tmp_path / "res" / "s.csv")
-    row = s[
-        (s.metric == "ttt_heldout_loss") & (s.condition == "clients.dropout=0.3") & (s["cfg.strategy.name"] == "fedavg")
-    ]
-    assert row[["n", "n_censored"]].values.tolist() == [[3, 2]]
+    assert "| base | fedavg | time to held-out denoising loss target | 0.24 | 10 | 6 [1.59, 9.22] | 0 of 3 |" in out
+    assert "- [base] fedbuff has the shorter time to held-out denoising loss target (<= 0.24)" in out
+    runs = pd.read_csv(tmp_path / "res" / "s-runs.csv")
+    assert len(runs) == 12 and {"run", "seed", "condition", "arm", "cfg.clients.dropout", "censored"} <= set(runs)
+    assert {"ttt_heldout_loss@0.1", "censored@0.1", "target_heldout_loss@0.1", "budget"} <= set(runs)
+    t = pd.read_csv(tmp_path / "res" / "s-time.csv")
+    row = t[(t.metric == "ttt_heldout_loss") & (t.condition == "clients.dropout=0.3") & (t.arm == "fedavg")]
+    assert row[["n", "n_censored", "budget"]].values.tolist() == [[3, 2, 10]]
+    assert {"rmst", "rmst_low", "rmst_high", "budget", "n", "n_censored", "method"} <= set(t)
     c = pd.read_csv(tmp_path / "res" / "s-comparisons.csv")
-    assert {"condition", "aspect", "best", "other", "estimate", "low", "high", "significant", "sentence"} <= set(c)
+    assert {"condition", "metric", "measure", "a", "b", "estimate", "low", "high", "p_value", "test"} <= set(c)
+    # every table is recomputable from the runs CSV alone
+    again = summarize_runs_csv(tmp_path / "res" / "s-runs.csv")
+    pd.testing.assert_frame_equal(
+        again["time"].reset_index(drop=True), t, check_dtype=False, rtol=1e-5, check_exact=False
+    )
     # any cfg column as the compared arm (beta in the paper grid): the condition is then the rest (the strategy)
     assert main([str(seed_sweep), "--between", "cfg.clients.dropout"]) == 0
-    assert "| strategy.name=fedavg | 0.3 | 8.67 [" in capsys.readouterr().out
+    assert "| strategy.name=fedavg | dropout=0.3 |" in capsys.readouterr().out
 
 
 def test_conditions_tolerate_a_config_field_missing_from_older_runs():

@@ -20,7 +20,9 @@ def test_cluster_yaml_is_valid():
     cfg = validate_cluster_yaml(ROOT / "cluster.yaml")
     types = cfg["available_node_types"]
     assert types["gpu_worker"]["resources"]["GPU"] == 1
-    assert any("pip install" in c and "raydiff" in c for c in cfg["setup_commands"])
+    for key in ("head_setup_commands", "worker_setup_commands"):  # Ray merged setup_commands into both
+        assert any("pip install" in c and "raydiff-" in c and ".whl[cluster]" in c for c in cfg[key])
+        assert any("uv venv --seed --python 3.11" in c for c in cfg[key])
 
 
 @pytest.mark.parametrize(

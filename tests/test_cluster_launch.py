@@ -1,39 +1,44 @@
 """Launching on a Ray cluster, for real, and keeping a local Ray local.
 
-- The README's one-machine recipe ("Try it on one machine"): a head (`ray start --head`, dashboard on) and a
-  second raylet (`ray start --address`) as separate processes, token authentication on, then `ray job submit
-  --working-dir .` of `raydiff run` and of a parallel `raydiff sweep`; the run folders are checked (events on
-  both nodes). Clients without the token are refused; the dashboard listens on the loopback only.
+- The README's one-machine recipe ("Try it on one machine"), run as written: `raydiff cluster local up` (a head
+  and a second raylet on 127.0.0.2, free ports, a token of its own), `. DIR/env`, `ray job submit --working-dir .`
+  of `raydiff run`, `raydiff cluster local down`; the run folder has events on both nodes, no process of the recipe
+  is left and an unrelated Ray started before it still works. On the same kind of cluster: a parallel
+  `raydiff sweep` job; clients without the token are refused; the dashboard listens on the loopback only.
 - A local run started from an environment without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER listens on 127.0.0.1 only
   (also when `ray` was imported before raydiff).
 - `python -m raydiff.cluster`: cluster.yaml passes; copies without the token, with a public dashboard or without
-  the extra are flagged.
+  the extra are flagged (tests/test_cluster_checks.py: the commands, data, file mounts and Python).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
 from raydiff import ray_setup
-from raydiff.cluster import check_launch, validate_schema
+from raydiff.cluster import check_launch, local_processes, validate_schema
 from raydiff.cluster import main as cluster_main
 from raydiff.config_load import load_config
 from raydiff.errors import ConfigError, ResourceError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "scripts"))
-from ray_local_cluster import NODE_IP, LocalRayCluster, readme_recipe
+from ray_local_cluster import LocalRayCluster, readme_recipe
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 
@@ -49,31 +54,88 @@ def _node_ids(events: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def cluster():
     rec = readme_recipe(ROOT / "README.md")
-    assert rec.env.get("RAY_AUTH_MODE") == "token" and rec.head and len(rec.workers) == 1 and rec.submit
-    c = LocalRayCluster(env=rec.env)
+    assert rec.up and rec.env_file and rec.submit and rec.down
+    c = LocalRayCluster(workers=rec.workers)
     try:
-        c.start_head(rec.head)
-        for w in rec.workers:
-            c.add_worker(w)
-        c.wait_for_nodes(2)
+        c.start()
         yield c, rec
     finally:
         c.stop()
         shutil.rmtree(c.root, ignore_errors=True)
 
 
+_UNRELATED = """
+import sys, ray
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+@ray.remote
+def one():
+    return 1
+print("READY", ray.get(one.remote()), flush=True)
+for line in sys.stdin:
+    print("STILL", ray.get(one.remote()), flush=True)
+"""
+
+
 @pytest.mark.slow
-def test_readme_job_submit_runs_the_quickstart_on_both_raylets(cluster, tmp_path):
-    c, rec = cluster
+def test_readme_recipe_as_written_runs_on_both_raylets_and_leaves_no_process_behind(tmp_path):
+    """The recipe's lines after the install, in one shell, as written: only the cluster folder and the job's
+    --out are made unique to this test. An unrelated local Ray runs throughout and must survive."""
+    rec = readme_recipe(ROOT / "README.md")
+    assert "ray stop" not in "\n".join(rec.lines)
     assert rec.submit[rec.submit.index("--") + 1 :][:3] == ["raydiff", "run", "scenarios/quickstart.yaml"]
-    out = tmp_path / "qs"
-    r = c.job_submit(rec.submit, cwd=ROOT, out=out, timeout=400)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "succeeded" in r.stdout + r.stderr
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["final_version"] == 12 and not summary.get("interrupted")
-    assert (out / "evals.parquet").is_file() and (out / "model").is_dir()
-    assert len(_node_ids(out / "events.parquet")) == 2  # one client actor on each raylet
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAYDIFF_NO_PROGRESS="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the venv, activated
+    other = subprocess.Popen(
+        [sys.executable, "-c", _UNRELATED],
+        env=dict(env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert other.stdout is not None and other.stdin is not None
+        assert other.stdout.readline().strip() == "READY 1"
+        others = {p.pid for p in psutil.Process(other.pid).children(recursive=True)}
+        assert others  # its GCS, raylet, workers
+        folder = tempfile.mkdtemp(prefix="rdr", dir="/tmp")
+        os.rmdir(folder)  # `up` wants a new folder
+        out = tmp_path / "qs"
+        lines = [ln for ln in rec.lines if not ln.startswith(("python3 -m venv", "pip install"))]
+        script = "\n".join(ln.replace(rec.dir, folder).replace("/tmp/qs", str(out)) for ln in lines)
+        assert script.count(folder) >= 3 and str(out) in script
+        t0 = time.monotonic()
+        r = subprocess.run(["bash", "-ec", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        took = time.monotonic() - t0
+        log = r.stdout[-4000:] + r.stderr[-4000:]
+        assert r.returncode == 0, log
+        assert "succeeded" in r.stdout + r.stderr and "processes ended; no other Ray was touched" in r.stdout, log
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["final_version"] == 12 and not summary.get("interrupted")
+        assert len(_node_ids(out / "events.parquet")) == 2, took  # one client actor on each raylet
+        assert not local_processes(folder)  # nothing of the recipe is left
+        assert not [p for p in psutil.process_iter(["cmdline"]) if folder in " ".join(p.info["cmdline"] or [])]
+        # the unrelated Ray: all its processes alive, and it still runs tasks
+        assert others <= {p.pid for p in psutil.process_iter()}
+        other.stdin.write("again\n")
+        other.stdin.flush()
+        assert other.stdout.readline().strip() == "STILL 1"
+    finally:
+        other.kill()
+        other.wait(timeout=30)
+        for pid in [p.pid for p in psutil.process_iter() if _in_session(p, other.pid)]:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+
+
+def _in_session(p: psutil.Process, sid: int) -> bool:
+    try:
+        return os.getsid(p.pid) == sid
+    except OSError:
+        return False
 
 
 @pytest.mark.slow
@@ -151,21 +213,17 @@ def test_clients_without_the_token_are_refused_and_the_dashboard_is_private(clus
     assert "REFUSED" in r.stdout and "CONNECTED" not in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
 
 
-def test_readme_recipe_is_cluster_yaml_on_loopback():
-    """What the launch tests run is what `ray up` runs: the README's `ray start` lines carry cluster.yaml's
-    flags (apart from the launcher's own and the node's address)."""
-    rec = readme_recipe(ROOT / "README.md")
+def test_readme_never_says_ray_stop_and_the_cluster_yaml_raises_ulimit():
+    """`ray stop` stops every Ray on the machine: the README's recipe stops its own cluster instead. On a
+    cluster node (cluster.yaml's start commands) `ray stop` stops that node's own earlier Ray, which is fine."""
+    readme = (ROOT / "README.md").read_text()
+    for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
+        assert not re.search(r"^\s*ray stop", block, re.M), block
     cy = yaml.safe_load((ROOT / "cluster.yaml").read_text())
-
-    def flags(cmd: str) -> set[str]:
-        skip = ("--autoscaling-config", "--object-manager-port", "--node-ip-address", "--num-cpus", "--address")
-        return {f for f in re.findall(r"--[\w-]+(?:=\S+)?", cmd) if not f.startswith(skip)}
-
-    head = next(x for x in cy["head_start_ray_commands"] if "ray start" in x)
-    worker = next(x for x in cy["worker_start_ray_commands"] if "ray start" in x)
-    assert flags(head) == flags(rec.head) and flags(worker) == flags(rec.workers[0])
-    assert head.startswith("RAY_AUTH_MODE=token ") and worker.startswith("RAY_AUTH_MODE=token ")
-    assert f"--node-ip-address={NODE_IP}" in rec.head and f"--address={NODE_IP}:6379" in rec.workers[0]
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(x for x in cy[key] if "ray start" in x)
+        assert start.startswith("ulimit -n 65536; RAY_AUTH_MODE=token ray start")
+    assert cy["provider"]["cache_stopped_nodes"] is False
 
 
 # -- local runs stay local --------------------------------------------------------------------------------------
@@ -284,12 +342,12 @@ def test_cluster_yaml_passes_the_launch_checks(capsys):
         ("--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0", "`--dashboard-host=0.0.0.0` opens the dashboard"),
         ("--dashboard-host=127.0.0.1", "--include-dashboard=false", "turns the dashboard off"),
         (
-            "  cache_stopped_nodes: true\n",
-            "  cache_stopped_nodes: true\n  security_group:\n    IpPermissions:\n"
+            "  cache_stopped_nodes: false\n",
+            "  cache_stopped_nodes: false\n  security_group:\n    IpPermissions:\n"
             "      - {FromPort: 8265, ToPort: 8265, IpProtocol: tcp, IpRanges: [{CidrIp: 0.0.0.0/0}]}\n",
             "a rule opens ports 8265-8265 to 0.0.0.0/0",
         ),
-        ('"/home/ubuntu/raydiff[cluster]"', "/home/ubuntu/raydiff", "no `pip install` of raydiff's cluster extra"),
+        ("-py3-none-any.whl[cluster]", "-py3-none-any.whl", "no `pip install` of raydiff's cluster extra"),
         (' "ray[default]==2.60.0"', "", "Ray's version is not pinned"),
     ],
 )

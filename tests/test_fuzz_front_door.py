@@ -33,6 +33,7 @@ import yaml
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from raydiff.cli import main
 from raydiff.config import Config
@@ -262,6 +263,9 @@ def _scenario_bytes(cfg: dict, encoding: str, noise: bytes) -> bytes:
 _counter = itertools.count()
 _ROOT = Path(tempfile.mkdtemp(prefix="raydiff-fuzz-"))
 atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
+# Hypothesis keeps caches (its unicode tables for st.text) in ./.hypothesis even with database=None: keep them out
+# of the checkout, in this run's temporary folder (issue 25)
+set_hypothesis_home_dir(_ROOT / "hypothesis-home")
 
 
 def _no_ray(cfg: Any) -> None:
@@ -281,6 +285,8 @@ def _run_cli(argv: list[str]) -> tuple[int, str, str]:
             code = main(argv)
         except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
             code = exc.code if isinstance(exc.code, int) else 2
+    if code in (129, 130, 143):  # a signal (Ctrl-C) stopped the run cleanly: stop pytest too, never a "failure"
+        raise KeyboardInterrupt(f"raydiff exited {code}: interrupted by a signal")  # that Hypothesis would shrink
     return code, out.getvalue(), err.getvalue()
 
 

@@ -10,24 +10,32 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..diffusion import data_tensor, train_local
+from ..diffusion import data_tensor, label_tensor, train_local
 from ..exchange import make_exchange
 from ..grouped import GroupJob, GroupTrainer, job_inputs
 from ..messages import JobMetrics, JobSpec
-from ..model import FlatModel, build_scheduler, build_unet
+from ..model import FlatModel, build_scheduler, build_unet, num_classes_of
 from .device import node_id, setup_torch
 
 
 class ClientWorker:
     """Holds the training set (zero-copy from the object store, or once on its GPU) and a UNet on its device."""
 
-    def __init__(self, cfg: Config, images: np.ndarray, name: str) -> None:
+    def __init__(self, cfg: Config, images: np.ndarray, name: str, labels: Optional[np.ndarray] = None) -> None:
         self.device = setup_torch(cfg.clients.num_cpus, cfg.train.device)
         self.images = data_tensor(images, self.device, cfg.train.data_on_device)
         self.lr = cfg.train.lr
         self.prox_mu = cfg.train.prox_mu
         self.name = name
-        self.fm = FlatModel(build_unet(cfg.model, images.shape[-1], images.shape[1]), self.device)
+        # model.conditional: the training set's labels travel as data beside the images (the object store);
+        # a job trains on its own images' labels, with classifier-free label dropout from its own generator
+        self.conditional = cfg.model.conditional
+        if self.conditional and labels is None:
+            raise ValueError("model.conditional: the client actor needs the training labels")
+        k = num_classes_of(labels) if self.conditional else None
+        self.labels = label_tensor(labels, self.device) if self.conditional else None
+        self.label_dropout, self.null_label = cfg.train.label_dropout, (k if k is not None else -1)
+        self.fm = FlatModel(build_unet(cfg.model, images.shape[-1], images.shape[1], num_classes=k), self.device)
         self.scheduler = build_scheduler(cfg.model)
         self.exchange = make_exchange(cfg, self.fm.module)
         self.bf16 = cfg.train.precision == "bf16"
@@ -66,6 +74,9 @@ class ClientWorker:
             self.prox_mu,
             autocast_bf16=self.bf16,
             channels_last=self.channels_last,
+            labels=self.labels,
+            label_dropout=self.label_dropout,
+            null_label=self.null_label,
         )
         return self._finish(job, start, self.fm.vector(), loss, seen, state, t0)
 
@@ -93,7 +104,9 @@ class ClientWorker:
         ]
         with warnings.catch_warnings():  # the group's parameters are strided views on purpose (grouped.py)
             warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-            outcomes = self.grouper.train(jobs, self.images, self.lr, self.prox_mu)
+            outcomes = self.grouper.train(
+                jobs, self.images, self.lr, self.prox_mu, self.labels, self.label_dropout, self.null_label
+            )
         out: list[Any] = []
         for j, x, o, s in zip(specs, starts, outcomes, states):
             out.extend(self._finish(j, x, o.vector, o.loss, o.samples, s, t0, k))

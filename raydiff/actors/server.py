@@ -62,12 +62,13 @@ class ParameterServer:
         decision = self.strategy.receive(
             self.x, self.version, Update(client_id, base_version, num_samples, delta, base)
         )
+        weight = float(decision.weight)
         if decision.status == "rejected":
-            return ServerReply(self.version, "rejected", staleness, decision.reason), None
+            return ServerReply(self.version, "rejected", staleness, decision.reason, weight=weight), None
         self.buffered_jobs.append(job_id)
         if decision.status == "buffered":
-            return ServerReply(self.version, "buffered", staleness), None
-        return self._new_version("applied", staleness)
+            return ServerReply(self.version, "buffered", staleness, weight=weight), None
+        return self._new_version("applied", staleness, weight)
 
     def end_round(self) -> tuple[ServerReply, Optional[np.ndarray]]:
         """Close a round (round-based strategies)."""
@@ -75,12 +76,14 @@ class ParameterServer:
             return ServerReply(self.version), None
         return self._new_version("", None)
 
-    def _new_version(self, status: str, staleness: Optional[int]) -> tuple[ServerReply, np.ndarray]:
+    def _new_version(
+        self, status: str, staleness: Optional[int], weight: Optional[float] = None
+    ) -> tuple[ServerReply, np.ndarray]:
         self.version += 1
         # a NaN or inf model stops the run (measured: 17 ms for the 35.7M-parameter DDPM on this CPU, where
         # a float64 sum took 58 ms and x.dot(x), 8 ms, overflows for large but finite models)
         finite = bool(np.isfinite(self.x).all())
-        reply = ServerReply(self.version, status, staleness, "", tuple(self.buffered_jobs), finite)
+        reply = ServerReply(self.version, status, staleness, "", tuple(self.buffered_jobs), finite, weight)
         self.buffered_jobs = []
         return reply, self.x.copy() if self.copy_on_return else self.x
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import DataError
 from .datasets import ImageSet, load_dataset, split_holdout
 from .partition import partition
 
@@ -25,6 +26,12 @@ def federated_split(cfg: Config) -> tuple[ImageSet, ImageSet, int, list[np.ndarr
     """
     ds = load_dataset(cfg.data)
     train, held = split_holdout(ds, cfg.data.holdout_fraction, np.random.default_rng([cfg.seed, 6]))
+    if len(held.labels) == 0:  # evaluation divides by the held-out count: refuse now, before Ray and the run folder
+        raise DataError(
+            f"data: the held-out set is empty: {len(ds.labels)} images with data.holdout_fraction="
+            f"{cfg.data.holdout_fraction:g} hold out round(images of a class x fraction) = 0 of every class. "
+            "Every evaluation scores held-out images; raise data.holdout_fraction or use more images"
+        )
     parts = partition(
         train.labels,
         cfg.clients.num_clients,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig
+from ..config import MAX_CLASSES, DataConfig
 from ..errors import DataError
 
 
@@ -65,6 +65,12 @@ def _check(path: Path, ik: str, lk: str, images: np.ndarray, labels: np.ndarray)
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise _bad(path, f"{ik} has shape {images.shape}; expected (N, H, W) or (N, H, W, C) with C 1 or 3")
+    if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+        raise _bad(
+            path,
+            f"{ik} has shape {images.shape}: {'no images' if images.shape[0] == 0 else 'images of zero size'}; "
+            "expected at least one image of at least 1x1 pixels",
+        )
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1:
@@ -75,6 +81,12 @@ def _check(path: Path, ik: str, lk: str, images: np.ndarray, labels: np.ndarray)
         )
     if labels.dtype.kind not in "iu" or (len(labels) and labels.min() < 0):
         raise _bad(path, f"{lk} must hold integer class ids >= 0, got dtype {labels.dtype}")
+    if len(labels) and int(labels.max()) >= MAX_CLASSES:  # compared before any cast: uint64 would wrap negative
+        raise _bad(
+            path,
+            f"{lk} holds the class id {int(labels.max())}; class ids must be 0 to {MAX_CLASSES - 1} (they index "
+            "per-class tables): renumber the classes 0, 1, 2, ...",
+        )
     if len(labels) != len(images):
         raise _bad(path, f"{ik} has {len(images)} images but {lk} has {len(labels)} labels")
     return images, labels.astype(np.int64)

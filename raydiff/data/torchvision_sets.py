@@ -41,7 +41,8 @@ def _not_found(dataset: str, root: Path) -> DataError:
     what = _expected(dataset)
     return DataError(
         f"data.root: no {dataset} files in {root}: expected {what}. Set data.download: true on a "
-        "machine with internet, or point data.root at a folder holding these files"
+        f"machine with internet, run `raydiff data fetch {dataset} --root {root}` once (on a cluster: the head), "
+        "or point data.root at a folder holding these files"
     )
 
 
@@ -57,7 +58,8 @@ def _root(cfg: DataConfig) -> Path:
     if not cfg.download and not root.is_dir():
         raise DataError(
             f"data.root: folder {root} does not exist. Point data.root at the folder that holds "
-            f"{_expected(cfg.dataset)}, or set data.download: true on a machine with internet"
+            f"{_expected(cfg.dataset)}, set data.download: true on a machine with internet, or run "
+            f"`raydiff data fetch {cfg.dataset} --root {cfg.root}` once (on a cluster: the head)"
         )
     return root
 

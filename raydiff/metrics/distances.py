@@ -118,4 +118,33 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     return float(precision), float(recall)
 
 
-__all__ = ["frechet_distance", "frechet_from_moments", "kernel_inception_distance", "precision_recall"]
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020, "Reliable Fidelity and Diversity Metrics"), k = 5 as in the paper.
+
+    Both use only the REAL k-NN balls, so an outlier among the samples cannot inflate them (it can inflate
+    improved precision's real manifold test only through real outliers, and recall's through fake ones).
+    Density: how many real balls contain each sample, over k, averaged (1 for samples drawn like the real
+    images; above 1 when they crowd dense regions). Coverage: the share of real balls holding at least one
+    sample (diversity, bounded by 1). The formulas of the ``prdc`` package (tests/test_conditional.py checks).
+    """
+    real = np.asarray(real, dtype=np.float64)
+    fake = np.asarray(fake, dtype=np.float64)
+    if len(real) <= k or len(fake) < 1:
+        raise ValueError(f"density/coverage with k={k} needs more than {k} real samples, got {len(real)} real")
+    radii = _knn_radii(real, k)
+    inside = np.zeros(len(fake))
+    covered = np.zeros(len(real), dtype=bool)
+    for s in range(0, len(fake), 1024):
+        hit = _sq_dists(real, fake[s : s + 1024]) < radii[:, None]  # (real, fake chunk)
+        inside[s : s + 1024] = hit.sum(0)
+        covered |= hit.any(1)
+    return float(inside.sum() / (k * len(fake))), float(covered.mean())
+
+
+__all__ = [
+    "density_coverage",
+    "frechet_distance",
+    "frechet_from_moments",
+    "kernel_inception_distance",
+    "precision_recall",
+]

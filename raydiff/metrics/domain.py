@@ -83,9 +83,12 @@ class DomainClassifier:
         """
         return self._batches(images, self.net.body).astype(np.float64) * self.scale
 
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """The most likely class of each image (N,) int64."""
+        return self._batches(images, lambda x: self.net(x).argmax(1)).astype(np.int64)
+
     def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
-        pred = self._batches(images, lambda x: self.net(x).argmax(1))
-        return float((pred == np.asarray(labels)).mean())
+        return float((self.predict(images) == np.asarray(labels)).mean())
 
 
 def classifier_key(images: np.ndarray, labels: np.ndarray, seed: int) -> str:
@@ -103,6 +106,14 @@ def classifier_key(images: np.ndarray, labels: np.ndarray, seed: int) -> str:
 def _feature_scale(clf: DomainClassifier, images: np.ndarray) -> float:
     f = clf.features(images)
     return float(1.0 / np.sqrt(max((f * f).sum(1).mean() / f.shape[1], 1e-12)))
+
+
+def train_net(
+    images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int, device: torch.device | str = "cpu"
+) -> DomainNet:
+    """The domain classifier's recipe (architecture, Adam, epochs, step budget) on any labelled images,
+    uncached: the utility evaluation's classifier (raydiff.utility)."""
+    return _train(images, labels, num_classes, seed, torch.device(device))
 
 
 def _train(images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int, device: torch.device) -> DomainNet:
@@ -143,16 +154,25 @@ def _save_atomic(path: Path, payload: dict) -> None:
 
 
 def domain_classifier(
-    images: np.ndarray, labels: np.ndarray, cache_dir: Optional[str], seed: int = 0, device: torch.device | str = "cpu"
+    images: np.ndarray,
+    labels: np.ndarray,
+    cache_dir: Optional[str],
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    num_classes: Optional[int] = None,
 ) -> DomainClassifier:
     """Load the classifier for this training set from ``cache_dir``, or train it and store it there.
 
     An unwritable cache only costs a retraining next time, so it is logged, never raised.
+    ``num_classes`` None: the labels' largest value + 1 (a larger count enters the cache key).
     """
     device = torch.device(device)
     labels = np.asarray(labels, dtype=np.int64)
-    num_classes = int(labels.max()) + 1
+    natural = int(labels.max()) + 1
+    num_classes = natural if num_classes is None else max(num_classes, natural)
     key = classifier_key(images, labels, seed)
+    if num_classes != natural:
+        key = hashlib.sha256(f"{key} classes={num_classes}".encode()).hexdigest()
     path = Path(os.path.expanduser(cache_dir)) / f"domain-{key[:32]}.pt" if cache_dir else None
     if path is not None and path.is_file():
         try:
@@ -183,4 +203,4 @@ def domain_classifier(
     return clf
 
 
-__all__ = ["ARCH_VERSION", "DomainClassifier", "DomainNet", "classifier_key", "domain_classifier"]
+__all__ = ["ARCH_VERSION", "DomainClassifier", "DomainNet", "classifier_key", "domain_classifier", "train_net"]

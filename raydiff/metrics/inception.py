@@ -34,8 +34,57 @@ WEIGHTS_URL = (
 FEATURES = 2048
 
 
+# a tensor every torch-fidelity InceptionV3 state dict holds: tells its weights from any other tensors file
+_INCEPTION_KEYS = ("Conv2d_1a_3x3.conv.weight", "Mixed_7c.branch_pool.conv.weight", "fc.weight")
+
+
+def load_inception_weights(path: str) -> dict[str, torch.Tensor]:
+    """The weights file as tensors only, or a ConfigError naming the field: never code.
+
+    torch-fidelity reads its weights with ``torch.load(weights_only=False)``, which unpickles anything: a
+    crafted ``.pth`` runs its code in the Evaluator. raydiff reads the file itself, with
+    ``weights_only=True`` (a pickle allowed to build tensors and containers, nothing else; a file that
+    would run code is refused) or as safetensors (``.safetensors``: no pickle at all), and hands
+    torch-fidelity only what it read (:func:`fid_metric`)."""
+    import pickle
+
+    p = Path(os.path.expanduser(path))
+    what = f"eval.inception_weights: {str(p)!r}"
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(p), device="cpu")
+        else:
+            state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError, AttributeError, TypeError) as exc:
+        lines = str(exc).strip().splitlines() or [""]
+        # torch's own text advises weights_only=False: show only the line naming what was refused
+        named = [ln.strip() for ln in lines if "GLOBAL" in ln or "WeightsUnpickler error" in ln]
+        first = (named[0] if named else "it holds more than tensors" if "Weights only" in lines[0] else lines[0])[:300]
+        raise ConfigError(
+            f"{what} cannot be read as tensors only ({type(exc).__name__}: {first}). raydiff loads weights "
+            "with torch.load(weights_only=True), which refuses a file that would run code when loaded; use "
+            f"torch-fidelity's own weights file ({WEIGHTS_URL}) or a .safetensors copy of it"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - SafetensorError and other readers' errors: the user's file
+        raise ConfigError(f"{what} cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ConfigError(f"{what} holds {type(state).__name__}, not a state dict of tensors")
+    missing = [k for k in _INCEPTION_KEYS if k not in state]
+    if missing:
+        raise ConfigError(
+            f"{what} is a file of tensors but not torch-fidelity's InceptionV3 weights (no {missing[0]!r}); "
+            f"download them from {WEIGHTS_URL}"
+        )
+    return state
+
+
 def check_inception_weights(path: str | None) -> None:
-    """Fail before Ray starts, naming the field, when the weights file is missing or torch-fidelity is absent."""
+    """Fail before Ray starts, naming the field, when the weights file is missing, is not tensors only (it would
+    run code), is not InceptionV3's, or torch-fidelity is absent."""
     if path is None:
         return
     p = Path(os.path.expanduser(path))
@@ -53,6 +102,7 @@ def check_inception_weights(path: str | None) -> None:
             "eval.inception_weights is set but the torch-fidelity package is not installed "
             "(torchmetrics needs it for Inception FID): pip install torch-fidelity"
         ) from None
+    load_inception_weights(path)  # tensors only, and InceptionV3's: a crafted file is refused here (exit 2)
 
 
 def to_uint8_rgb(images: np.ndarray) -> torch.Tensor:
@@ -66,15 +116,24 @@ def to_uint8_rgb(images: np.ndarray) -> torch.Tensor:
 def fid_metric(weights_path: str) -> Any:
     """torchmetrics' ``FrechetInceptionDistance`` set up as the reference FID: 2048-d pool features and the
     TensorFlow-1-style bilinear resize (``antialias=False``), real statistics kept across ``reset``."""
+    import tempfile
+
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    return FrechetInceptionDistance(
-        feature=FEATURES,
-        reset_real_features=False,
-        normalize=False,
-        feature_extractor_weights_path=os.path.expanduser(weights_path),
-        antialias=False,
-    )
+    state = load_inception_weights(weights_path)  # read here again: the file may have changed since the check
+    # torch-fidelity only takes a path, which it unpickles without restriction: give it a private copy of the
+    # tensors just read (a file raydiff wrote from tensors has nothing to run), never the user's file
+    with tempfile.TemporaryDirectory(prefix="raydiff-inception-") as tmp:
+        own = os.path.join(tmp, "inception.pth")
+        torch.save(state, own)
+        del state
+        return FrechetInceptionDistance(
+            feature=FEATURES,
+            reset_real_features=False,
+            normalize=False,
+            feature_extractor_weights_path=own,
+            antialias=False,
+        )
 
 
 class InceptionFID:
@@ -110,4 +169,12 @@ class InceptionFID:
         return float(self.metric.compute())
 
 
-__all__ = ["FEATURES", "WEIGHTS_URL", "InceptionFID", "check_inception_weights", "fid_metric", "to_uint8_rgb"]
+__all__ = [
+    "FEATURES",
+    "WEIGHTS_URL",
+    "InceptionFID",
+    "check_inception_weights",
+    "fid_metric",
+    "load_inception_weights",
+    "to_uint8_rgb",
+]

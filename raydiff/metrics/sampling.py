@@ -41,6 +41,14 @@ def load_pipeline(model_dir: Path):
     return pipe.unet, pipe.scheduler
 
 
+def run_guidance(run_dir: str | Path) -> float:
+    """The run's own ``eval.guidance_scale`` (EvalConfig's default for a bare pipeline folder)."""
+    from ..config_load import load_config
+
+    path = Path(run_dir) / "config.yaml"
+    return load_config(path if path.is_file() else None).eval.guidance_scale
+
+
 def run_sampler(run_dir: str | Path) -> tuple[str, int | None]:
     """The run's own ``eval.sampler`` and ``eval.sample_steps`` from its ``config.yaml``, so that a
     grid sampled later matches the run's grids by default; EvalConfig's defaults for a bare pipeline
@@ -60,10 +68,14 @@ def sample_run(
     steps: int | None = None,
     seed: int = 0,
     device: str = "cpu",
+    class_label: int | None = None,
+    guidance: float | None = None,
 ) -> tuple[Path, np.ndarray]:
     """Sample ``n`` images from the run's model and write them as one PNG grid at ``out``.
 
-    ``sampler`` None: the run's own sampler (and its steps, unless ``steps`` is given)."""
+    ``sampler`` None: the run's own sampler (and its steps, unless ``steps`` is given). A class-conditional
+    model: ``class_label`` samples that class only; None draws n // classes of each class, one grid row per
+    class. ``guidance`` None: the run's ``eval.guidance_scale``."""
     from ..diffusion import sample_images
     from ..outputs import write_grid
 
@@ -77,10 +89,40 @@ def sample_run(
     if steps is not None and not 1 <= steps <= T:
         raise DataError(f"--steps must be in [1, {T}] (the model's num_train_timesteps), got {steps}")
     unet.to(device)
-    images = sample_images(unet, scheduler, n, seed, sampler, steps, device)
+    labels, k = None, unet.config.num_class_embeds
+    if k is None and (class_label is not None or guidance is not None):
+        raise DataError(
+            f"{str(run_dir)!r} holds an unconditional model: --class and --guidance need a run with "
+            "model.conditional: true"
+        )
+    if k is not None:
+        from ..utility import sample_labels
+
+        k = int(k) - 1  # the last class embedding is "no label"
+        if class_label is not None and class_label >= k:
+            raise DataError(f"--class {class_label}: the model knows classes 0 to {k - 1}")
+        labels = np.full(n, class_label, np.int64) if class_label is not None else sample_labels(k, max(1, n // k))
+        n = len(labels)
+        guidance = guidance if guidance is not None else run_guidance(run_dir)
+    images = sample_images(
+        unet,
+        scheduler,
+        n,
+        seed,
+        sampler,
+        steps,
+        device,
+        class_labels=labels,
+        guidance_scale=1.0 if guidance is None else guidance,
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_grid(out, images)
+    if k is not None and class_label is None and labels is not None:
+        from ..utility import write_class_grid
+
+        write_class_grid(out, images, labels, k, max(1, n // k))
+    else:
+        write_grid(out, images)
     log.info("wrote %d samples (%s) to %s", n, sampler, out)
     return out, images
 

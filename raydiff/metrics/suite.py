@@ -16,13 +16,22 @@ import numpy as np
 import torch
 
 from ..config import EvalConfig
-from .distances import frechet_distance, kernel_inception_distance, precision_recall
+from .distances import density_coverage, frechet_distance, kernel_inception_distance, precision_recall
 
 log = logging.getLogger(__name__)
 
 # evals.parquet columns written by ``score`` (documented in README, "Evaluation").
-DOMAIN_COLUMNS = ("fid_domain", "kid_domain", "precision", "recall", "domain_classifier_accuracy")
+DOMAIN_COLUMNS = (
+    "fid_domain",
+    "kid_domain",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "domain_classifier_accuracy",
+)
 KID_SUBSETS, KID_SUBSET_SIZE, PR_K = 100, 1000, 3
+DC_K = 5  # density and coverage: Naeem et al.'s k
 MIN_REAL_FID = 2  # a covariance (FID) and an unbiased MMD (KID) need two images per set
 
 
@@ -46,9 +55,9 @@ class QualitySuite:
         self.real_features: Optional[np.ndarray] = None
         self.classifier_accuracy = float("nan")
         self.inception: Any = None
-        self.domain_ok = (
-            ev.fid and train_images is not None and train_labels is not None and len(np.unique(train_labels)) >= 2
-        )
+        # labelled: the domain classifier can be trained (FID's features; the utility evaluation's judge)
+        self.labelled = train_images is not None and train_labels is not None and len(np.unique(train_labels)) >= 2
+        self.domain_ok = ev.fid and self.labelled
         if ev.fid and not self.domain_ok:
             log.warning("domain FID skipped: it needs training images with at least two labels")
         # A tiny held-out set must not crash the final scoring after training (the run folder would be
@@ -71,9 +80,23 @@ class QualitySuite:
                 PR_K + 1,
             )
 
+    def judge(self) -> Any:
+        """The domain classifier (trained or loaded on first use); None without labelled training images."""
+        if self.labelled and self.classifier is None:
+            self._prepare_domain()
+        return self.classifier
+
     def _prepare(self) -> None:
         if self.domain_ok and self.classifier is None:
-            assert self.train_images is not None and self.train_labels is not None  # domain_ok says so
+            self._prepare_domain()
+        if self.ev.inception_weights and self.inception is None:
+            from .inception import InceptionFID
+
+            self.inception = InceptionFID(self.ev.inception_weights, self.real, self.device)
+
+    def _prepare_domain(self) -> None:
+        if self.classifier is None:
+            assert self.train_images is not None and self.train_labels is not None  # labelled says so
             from .domain import domain_classifier
 
             t0 = time.perf_counter()
@@ -88,10 +111,6 @@ class QualitySuite:
                 time.perf_counter() - t0,
                 self.classifier_accuracy,
             )
-        if self.ev.inception_weights and self.inception is None:
-            from .inception import InceptionFID
-
-            self.inception = InceptionFID(self.ev.inception_weights, self.real, self.device)
 
     def score(self, fake: np.ndarray) -> dict[str, Any]:
         """Metric columns for one batch of samples (N, C, H, W) in [-1, 1]."""
@@ -107,11 +126,14 @@ class QualitySuite:
             f = self.classifier.features(fake)
             rng = np.random.default_rng([self.seed, 0xF1D])  # the same KID subsets at every version
             precision, recall = precision_recall(self.real_features, f, PR_K) if self.pr_ok else (math.nan, math.nan)
+            dc = density_coverage(self.real_features, f, DC_K) if len(self.real) > DC_K else (math.nan, math.nan)
             row.update(
                 fid_domain=frechet_distance(self.real_features, f),
                 kid_domain=kernel_inception_distance(self.real_features, f, KID_SUBSETS, KID_SUBSET_SIZE, rng),
                 precision=precision,
                 recall=recall,
+                density=dc[0],
+                coverage=dc[1],
                 domain_classifier_accuracy=self.classifier_accuracy,
             )
         if self.inception is not None:

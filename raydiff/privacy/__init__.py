@@ -20,6 +20,7 @@ _ACCOUNTING = (
     "privacy_over_versions",
     "rigorous_epsilon",
     "sampled_epsilon",
+    "selection_is_uniform",
     "summary_fields",
 )
 _AUDIT = ("AuditResult", "audit_model", "audit_run_folder", "membership_auc", "tpr_at_fpr", "write_audit")

@@ -17,12 +17,16 @@ Two numbers, honestly named (README, "Differential privacy"):
   (RDP, Mironov et al. 2019), one step per aggregation, with the sampling rate the run really had.
   Amplification by subsampling needs each client to be picked at random with the same rate q in every
   aggregation (FedAvg with uniform selection and no availability skew); for other schedules it is an
-  estimate, not a guarantee. The rate: if the per-client counts are consistent with uniform selection
-  (``uniform_selection``), q = updates per aggregation / clients; if they reject it (the busiest client
-  joined more often than uniform selection would make happen with probability 1%, Sidak-corrected
-  over clients, or some client had two updates in one aggregation), q = the busiest client's observed
-  rate. Taking the busiest client's rate always would overstate q under uniform selection: of 1,000
-  clients picked at q = 0.1 for 150 rounds, the busiest is picked 18% of the time by chance.
+  estimate, not a guarantee. ``uniform_selection`` needs both: a schedule that selects uniformly at
+  random BY DESIGN (``selection_uniform``: round-based, no over-selection, no deadline, clients always
+  available; FedBuff and FedAsync fill versions with whoever finishes first, so never: in the quickstart
+  P(in version v+1 | in v) was 0.009 against 0.30 overall, which per-client counts cannot show), and
+  per-client counts consistent with it (no client joined more often, nor less often, than uniform
+  selection would make happen with probability 1%, each side Sidak-corrected over ALL clients, so
+  clients that never joined count; no client had two updates in one aggregation). Then q = updates per
+  aggregation / clients; else q = the busiest client's observed rate. Taking the busiest client's rate
+  always would overstate q under uniform selection: of 1,000 clients picked at q = 0.1 for 150 rounds,
+  the busiest is picked 18% of the time by chance.
 
 Pure numpy/scipy here (no torch, no Ray); Opacus' RDP code is imported only when ``epsilon_sampled``
 is asked for (it pulls in torch).
@@ -202,11 +206,28 @@ SUMMARY_FIELDS = (
 
 
 def summary_fields(
-    events: Any, num_clients: int, noise_multiplier: float, delta: float, version: int
+    events: Any,
+    num_clients: int,
+    noise_multiplier: float,
+    delta: float,
+    version: int,
+    selection_uniform: bool = True,
 ) -> dict[str, Any]:
     """summary.json's privacy fields: what the run had spent by ``version`` (its final version)."""
-    (spent,) = privacy_over_versions(events, num_clients, noise_multiplier, delta, [version])
+    (spent,) = privacy_over_versions(
+        events, num_clients, noise_multiplier, delta, [version], selection_uniform=selection_uniform
+    )
     return spent.summary()
+
+
+def selection_is_uniform(
+    round_based: bool, over_selection: float, deadline_s: Optional[float], availability: str
+) -> bool:
+    """Whether a schedule selects each aggregation's clients uniformly at random BY DESIGN: only a
+    round-based strategy that waits for every selected client (no over-selection, no deadline: which
+    of them report first depends on speed) from a population that is always available. Asynchronous
+    strategies (FedBuff, FedAsync) fill versions with whoever finishes first."""
+    return round_based and over_selection == 0 and deadline_s is None and availability == "always"
 
 
 def _applied(events: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +249,12 @@ def _applied(events: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def privacy_over_versions(
-    events: Any, num_clients: int, noise_multiplier: float, delta: float, versions: Optional[Iterable[int]] = None
+    events: Any,
+    num_clients: int,
+    noise_multiplier: float,
+    delta: float,
+    versions: Optional[Iterable[int]] = None,
+    selection_uniform: bool = True,
 ) -> list[PrivacySpent]:
     """Privacy spent by each of ``versions`` (default: every version that applied an update), from events.
 
@@ -236,7 +262,9 @@ def privacy_over_versions(
     Every version is one noisy aggregation (FedAvg round, FedBuff flush), so by version v there were v
     of them. A client's participations count its applied updates; m updates of one client in one
     aggregation count m^2 towards ``epsilon`` (sensitivity m*C). Clients that never took part count as 0
-    in ``epsilon_median``. Version 0 (the initial model) has spent nothing.
+    in ``epsilon_median``. Version 0 (the initial model) has spent nothing. ``selection_uniform``: the
+    schedule selects uniformly at random by design (:func:`selection_is_uniform`); when False,
+    ``uniform_selection`` is False and q is the busiest client's rate, whatever the counts say.
     """
     if num_clients < 1:
         raise ValueError(f"num_clients must be >= 1, got {num_clients}")
@@ -268,25 +296,43 @@ def privacy_over_versions(
             updates += m
             m_max = max(m_max, m)
             i += 1
-        out.append(_spent(v, sq, joined, updates, m_max, num_clients, noise_multiplier, delta))
+        out.append(_spent(v, sq, joined, updates, m_max, num_clients, noise_multiplier, delta, selection_uniform))
     return out
 
 
-UNIFORM_TEST_LEVEL = 0.01  # the busiest client's count rejects uniform selection below this (Sidak-corrected)
+UNIFORM_TEST_LEVEL = 0.01  # the busiest (or least busy) client's count rejects uniform selection below this
+
+
+def _sidak(p1: float, num_clients: int) -> float:
+    """P(at least one of ``num_clients`` independent clients has an event of probability ``p1``)."""
+    return float(-math.expm1(num_clients * math.log1p(-p1))) if p1 < 1 else 1.0
 
 
 def uniform_selection_p(busiest: int, versions: int, rate: float, num_clients: int) -> float:
     """P(some client joins >= ``busiest`` of ``versions`` aggregations) when each joins each one with
     probability ``rate`` independently: 1 - (1 - P(Bin(versions, rate) >= busiest))^clients."""
-    p1 = float(stats.binom.sf(busiest - 1, versions, min(rate, 1.0)))
-    return float(-math.expm1(num_clients * math.log1p(-p1))) if p1 < 1 else 1.0
+    return _sidak(float(stats.binom.sf(busiest - 1, versions, min(rate, 1.0))), num_clients)
+
+
+def uniform_selection_p_low(least: int, versions: int, rate: float, num_clients: int) -> float:
+    """P(some client joins <= ``least`` of ``versions`` aggregations) under the same independent model:
+    1 - (1 - P(Bin(versions, rate) <= least))^clients. Catches clients that (almost) never join."""
+    return _sidak(float(stats.binom.cdf(least, versions, min(rate, 1.0))), num_clients)
 
 
 def _spent(
-    v: int, sq: np.ndarray, joined: np.ndarray, updates: int, m_max: int, n: int, sigma: float, delta: float
+    v: int,
+    sq: np.ndarray,
+    joined: np.ndarray,
+    updates: int,
+    m_max: int,
+    n: int,
+    sigma: float,
+    delta: float,
+    by_design: bool = True,
 ) -> PrivacySpent:
     if v == 0 or updates == 0:
-        return PrivacySpent(v, 0.0, 0.0, 0.0, delta, 0.0, 0.0, 0.0, True, 0, m_max)
+        return PrivacySpent(v, 0.0, 0.0, 0.0, delta, 0.0, 0.0, 0.0, by_design, 0, m_max)
     # epsilon is increasing in mu, so the max and the median need the solver at most three times
     order = np.sort(sq)
     eps_max = rigorous_epsilon(order[-1], sigma, delta)
@@ -295,9 +341,14 @@ def _spent(
         eps_med = rigorous_epsilon(order[mid], sigma, delta)
     else:
         eps_med = 0.5 * (rigorous_epsilon(order[mid - 1], sigma, delta) + rigorous_epsilon(order[mid], sigma, delta))
-    busiest = int(joined.max())
+    busiest, least = int(joined.max()), int(joined.min())  # over ALL clients: those that never joined count
     q_mean, q_max = updates / (v * n), busiest / v
-    uniform = m_max <= 1 and uniform_selection_p(busiest, v, q_mean, n) >= UNIFORM_TEST_LEVEL
+    uniform = (
+        by_design
+        and m_max <= 1
+        and uniform_selection_p(busiest, v, q_mean, n) >= UNIFORM_TEST_LEVEL
+        and uniform_selection_p_low(least, v, q_mean, n) >= UNIFORM_TEST_LEVEL
+    )
     q = q_mean if uniform else q_max
     return PrivacySpent(
         v,
@@ -315,12 +366,20 @@ def _spent(
 
 
 def privacy_columns(
-    evals: Sequence[Mapping[str, Any]], events: Any, num_clients: int, noise_multiplier: float, delta: float
+    evals: Sequence[Mapping[str, Any]],
+    events: Any,
+    num_clients: int,
+    noise_multiplier: float,
+    delta: float,
+    selection_uniform: bool = True,
 ) -> list[dict[str, Any]]:
     """Each evals.parquet row with ``epsilon, epsilon_median, epsilon_sampled, delta`` (and the rates) added."""
+    versions = [int(r["version"]) for r in evals]
     spent = {
         p.version: p
-        for p in privacy_over_versions(events, num_clients, noise_multiplier, delta, [int(r["version"]) for r in evals])
+        for p in privacy_over_versions(
+            events, num_clients, noise_multiplier, delta, versions, selection_uniform=selection_uniform
+        )
     }
     return [
         dict(r, **{k: val for k, val in spent[int(r["version"])].as_dict().items() if k != "version"}) for r in evals
@@ -339,6 +398,8 @@ __all__ = [
     "privacy_over_versions",
     "rigorous_epsilon",
     "sampled_epsilon",
+    "selection_is_uniform",
     "summary_fields",
     "uniform_selection_p",
+    "uniform_selection_p_low",
 ]

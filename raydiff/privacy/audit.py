@@ -43,6 +43,9 @@ DEFAULT_OPTIONS = AuditOptions()
 AUDIT_STREAM = 0xA0D1  # np.random.default_rng([seed, AUDIT_STREAM]): member subsets, (t, noise) pairs
 NULL_QUERIES = 256  # held-out images scored for the memorisation null (each one costs a pass over the training set)
 PER_CLIENT_COLUMNS = ("client_id", "num_samples", "num_scored", "mia_auc", "mia_auc_se", "mean_log_loss")
+# privacy.parquet's per-class rows (rare classes memorise first): client_id -1, "class" the class; the
+# per-client rows have class -1. A "scope" column says which ("client" or "class").
+PER_CLASS_COLUMNS = ("scope", "class")
 SUMMARY_FIELDS = (
     "mia_auc",
     "mia_auc_se",
@@ -163,8 +166,12 @@ def membership_scores(
     seed: int,
     options: AuditOptions = DEFAULT_OPTIONS,
     device: torch.device | str = "cpu",
+    labels: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Per image: minus its mean log denoising loss over ``timesteps x noise_draws`` fixed (t, noise) pairs.
+
+    ``labels``: a class-conditional model is scored given each image's true class (the attacker who knows a
+    record knows its label: the stronger attack).
 
     The log makes every timestep count alike (the loss at small t is ~10x the loss at large t). Higher
     score = more member-like. The noise comes from ``seed`` only, so two models (or runs) are scored on
@@ -184,7 +191,11 @@ def membership_scores(
                 x0 = x_all[s : s + options.batch_size].to(device)
                 noise = noise_all[s : s + options.batch_size].to(device)
                 tt = torch.full((len(x0),), t, dtype=torch.long, device=device)
-                pred = net(scheduler.add_noise(x0, noise, tt), tt).sample
+                if labels is None:
+                    pred = net(scheduler.add_noise(x0, noise, tt), tt).sample
+                else:
+                    y = torch.from_numpy(np.asarray(labels[s : s + options.batch_size], dtype=np.int64)).to(device)
+                    pred = net(scheduler.add_noise(x0, noise, tt), tt, class_labels=y).sample
                 loss = (pred.float() - noise).pow(2).flatten(1).mean(1)
                 total[s : s + len(x0)] += torch.log(loss.clamp_min(1e-30)).double().cpu()
             pairs += 1
@@ -217,6 +228,19 @@ class AuditResult:
     nonmember_scores: np.ndarray = field(repr=False, compare=False)
     ratios: np.ndarray = field(repr=False, compare=False)  # per generated sample
     null_ratios: np.ndarray = field(repr=False, compare=False)  # per held-out image (the null)
+    # per class (labelled data): members of class k against non-members of class k; None without labels
+    per_class: Any = field(default=None, repr=False, compare=False)
+    conditional: bool = field(default=False, compare=False)  # the audited model was class-conditional
+
+    def table(self) -> Any:
+        """privacy.parquet: the per-client rows; a class-conditional model's audit adds one row per class
+        (``scope`` "class", ``client_id`` -1; the client rows get ``scope`` "client", ``class`` -1)."""
+        import pandas as pd
+
+        if not self.conditional or self.per_class is None:
+            return self.per_client
+        clients = self.per_client.assign(scope="client", **{"class": -1})
+        return pd.concat([clients, self.per_class], ignore_index=True)
 
     def summary(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in SUMMARY_FIELDS}
@@ -287,9 +311,20 @@ def audit_model(
     rng = np.random.default_rng([seed, AUDIT_STREAM])
     mem = _subset(len(train_images), options.num_members, rng)
     non = _subset(len(held_images), options.num_nonmembers, rng)
+    cond_labels = None
+    if _conditional(model):
+        if train_labels is None or held_labels is None:
+            raise ValueError("auditing a class-conditional model needs the training and held-out labels")
+        cond_labels = np.concatenate([train_labels[mem], held_labels[non]])
     with torch_threads(options.num_threads):
         scores = membership_scores(
-            model, scheduler, np.concatenate([train_images[mem], held_images[non]]), seed, options, device
+            model,
+            scheduler,
+            np.concatenate([train_images[mem], held_images[non]]),
+            seed,
+            options,
+            device,
+            labels=cond_labels,
         )
     s_mem, s_non = scores[: len(mem)], scores[len(mem) :]
     mem_labels = train_labels[mem] if train_labels is not None and held_labels is not None else None
@@ -321,6 +356,11 @@ def audit_model(
             )
         )
     per_client = pd.DataFrame(rows, columns=list(PER_CLIENT_COLUMNS))
+    per_class = (
+        _class_rows(per_client, s_mem, s_non, mem_labels, non_labels)
+        if mem_labels is not None and non_labels is not None
+        else None
+    )
 
     ratios, null = memorization(samples, train_images, held_images, rng)
     return AuditResult(
@@ -337,11 +377,44 @@ def audit_model(
         privacy_audit_samples=len(samples),
         privacy_audit_seconds=time.perf_counter() - t0,
         per_client=per_client,
+        per_class=per_class,
+        conditional=cond_labels is not None,
         member_scores=s_mem,
         nonmember_scores=s_non,
         ratios=ratios,
         null_ratios=null,
     )
+
+
+def _conditional(model: Any) -> bool:
+    """Whether ``model`` is a class-conditional UNet2DModel (a class embedding)."""
+    cfg = getattr(_module(model), "config", None)
+    return getattr(cfg, "num_class_embeds", None) is not None
+
+
+def _class_rows(
+    per_client: Any, s_mem: np.ndarray, s_non: np.ndarray, mem_labels: np.ndarray, non_labels: np.ndarray
+) -> Any:
+    """One row per class, in privacy.parquet's columns: members of class k against non-members of class k."""
+    import pandas as pd
+
+    rows = []
+    for k in np.unique(np.concatenate([mem_labels, non_labels])).tolist():
+        a_sel, b_sel = mem_labels == k, non_labels == k
+        a = membership_auc(s_mem[a_sel], s_non[b_sel])
+        rows.append(
+            {
+                "client_id": -1,
+                "num_samples": int(a_sel.sum()),
+                "num_scored": int(a_sel.sum()),
+                "mia_auc": a,
+                "mia_auc_se": auc_standard_error(a, int(a_sel.sum()), float(b_sel.sum())),
+                "mean_log_loss": float(-s_mem[a_sel].mean()) if a_sel.any() else math.nan,
+                "scope": "class",
+                "class": int(k),
+            }
+        )
+    return pd.DataFrame(rows, columns=[*PER_CLIENT_COLUMNS, *PER_CLASS_COLUMNS])
 
 
 def _effective_n(w: Optional[np.ndarray], n: int) -> float:
@@ -357,19 +430,16 @@ def _effective_n(w: Optional[np.ndarray], n: int) -> float:
 
 def write_audit(result: AuditResult, out_dir: str | Path) -> None:
     """privacy.parquet (one row per client) and privacy.png, written atomically into ``out_dir``."""
-    import os
+    from ..outputs import _atomic  # a fresh temporary: never written through a planted privacy.parquet.tmp link
 
     out = Path(out_dir)
-    tmp = out / "privacy.parquet.tmp"
-    result.per_client.to_parquet(tmp, index=False)
-    os.replace(tmp, out / "privacy.parquet")
+    table = result.table()
+    _atomic(out / "privacy.parquet", lambda tmp: table.to_parquet(tmp, index=False))
     plot_audit(result, out / "privacy.png")
 
 
 def plot_audit(result: AuditResult, path: str | Path) -> None:
     """Three panels: member vs non-member losses; per-client AUC against client size; memorisation ratios."""
-    import os
-
     import matplotlib
     import matplotlib.ticker
 
@@ -413,10 +483,12 @@ def plot_audit(result: AuditResult, path: str | Path) -> None:
     )
     ax[2].legend(fontsize=8)
     fig.tight_layout()
-    tmp = Path(str(path) + ".tmp")
-    fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from ..outputs import _atomic
+
+    try:
+        _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    finally:
+        plt.close(fig)
 
 
 def audit_trained(
@@ -441,6 +513,14 @@ def audit_trained(
     options = options if options is not None else cfg.eval.privacy_audit
     scheduler = build_scheduler(cfg.model)
     n = options.num_samples or cfg.eval.num_samples
+    class_labels = None
+    if _conditional(model):  # equal numbers per class, as the evaluator draws them (n rounded down)
+        from ..utility import sample_labels
+
+        unet_cfg: Any = getattr(_module(model), "config")  # noqa: B009 - a diffusers FrozenDict, untyped
+        k = int(unet_cfg.num_class_embeds) - 1
+        class_labels = sample_labels(k, max(1, n // k))
+        n = len(class_labels)
     if samples is not None and len(samples) >= n:
         samples = samples[:n]
     else:
@@ -450,7 +530,17 @@ def audit_trained(
         ev = cfg.eval
         steps = default_sample_steps(ev.sampler, ev.sample_steps, cfg.model.num_train_timesteps)
         with torch_threads(options.num_threads):
-            samples = sample_images(_module(model), scheduler, n, cfg.seed, ev.sampler, steps, device)
+            samples = sample_images(
+                _module(model),
+                scheduler,
+                n,
+                cfg.seed,
+                ev.sampler,
+                steps,
+                device,
+                class_labels=class_labels,
+                guidance_scale=ev.guidance_scale,
+            )
     labelled = len(np.unique(train.labels)) >= 2
     return audit_model(
         model,

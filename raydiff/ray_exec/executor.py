@@ -21,7 +21,7 @@ from ray.exceptions import (
 )
 
 from ..config import Config
-from ..errors import ClientJobError, InternalError
+from ..errors import ClientJobError, InternalError, strip_ansi
 from ..messages import JobMetrics, JobSpec, ServerReply, ServerState
 from ..sim.executor import ActorLost
 from .pool import ActorPool, Ticket
@@ -91,7 +91,7 @@ class RayExecutor:
             raise ClientJobError(
                 f"{_job(ticket)} raised an exception in its training, so the run stops. This is a "
                 f"bug in the training code, not a problem with the input; the remote traceback:\n"
-                f"{exc}"
+                f"{strip_ansi(str(exc))}"
             ) from None
 
     def submit(self, spec: JobSpec, base_version: int, ticket: Ticket, base: Optional[Any]) -> tuple[ServerReply, Any]:
@@ -105,12 +105,18 @@ class RayExecutor:
                 raise ActorLost("object_lost", ticket.actor) from None
             raise InternalError(
                 f"the parameter server raised an exception on the update of {_job(ticket)}, so the "
-                f"run stops (a bug in the strategy or the server); the remote traceback:\n{exc}"
+                f"run stops (a bug in the strategy or the server); the remote traceback:\n{strip_ansi(str(exc))}"
             ) from None
 
     def end_round(self) -> tuple[ServerReply, Any]:
         out_ref, vec_ref = self.server.end_round.options(num_returns=2).remote()
-        return ray.get(out_ref), vec_ref
+        try:
+            return ray.get(out_ref), vec_ref
+        except RayTaskError as exc:
+            raise InternalError(
+                "the parameter server raised an exception closing a round, so the run stops (a bug in the "
+                f"strategy or the server); the remote traceback:\n{strip_ansi(str(exc))}"
+            ) from None
 
     def discard_pending(self) -> list[int]:
         return ray.get(self.server.discard_pending.remote())

@@ -34,9 +34,10 @@ class Ticket:
 
 
 class ActorPool:
-    def __init__(self, cfg: Config, images_ref: Any, size: int) -> None:
+    def __init__(self, cfg: Config, images_ref: Any, size: int, labels_ref: Any = None) -> None:
         self.cfg = cfg
         self.images_ref = images_ref
+        self.labels_ref = labels_ref  # model.conditional: the training labels, beside the images
         self.cls = ray.remote(ClientWorker)
         self.tag = f"raydiff-{uuid.uuid4().hex[:8]}"  # actor names: findable (ray list actors), unique per run
         self.actors = [self._spawn(i) for i in range(size)]
@@ -54,7 +55,7 @@ class ActorPool:
             max_task_retries=0,
             scheduling_strategy="SPREAD",
             name=f"{self.tag}-client-{slot}-g{generation}",
-        ).remote(self.cfg, self.images_ref, f"client-actor-{slot}")
+        ).remote(self.cfg, self.images_ref, f"client-actor-{slot}", self.labels_ref)
 
     def wait_ready(self) -> list[str]:
         """Block until every actor has built its model; returns their node ids."""

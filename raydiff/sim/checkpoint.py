@@ -589,13 +589,16 @@ def write(path: Path, state: LoopState, config_sha256: str) -> None:
     )
     text = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode("utf-8")
     members = {STATE_MEMBER: np.frombuffer(text, dtype=np.uint8), **enc.arrays}
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        savez: Any = np.savez  # (its stubs type **kwds as if a member could be called allow_pickle)
-        savez(fh, **members)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from ..outputs import _atomic  # a fresh temporary (never a planted link), renamed over the old checkpoint
+
+    def dump(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            savez: Any = np.savez  # (its stubs type **kwds as if a member could be called allow_pickle)
+            savez(fh, **members)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    _atomic(path, dump)
 
 
 def _load(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -869,3 +872,9 @@ def _restore_groups(orch: Orchestrator, state: LoopState) -> None:
                 job.ticket = ticket
             else:
                 executor.discard(ticket)
+
+
+def check_encodable(value: Any, path: str) -> None:
+    """Raise the CheckpointError that writing ``value`` into a checkpoint would raise, naming ``path``: a
+    strategy's state_dict() is checked before a run starts, not at its first checkpoint."""
+    _Encoder().encode(value, path)

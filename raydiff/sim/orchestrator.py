@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..config import Config
-from ..errors import ModelNotFinite
+from ..errors import ModelNotFinite, NoProgress
 from ..hetero import Availability, ClientProfile, plan_job
 from ..messages import JobSpec, ServerReply
 from ..strategies.base import Schedule
@@ -34,6 +34,15 @@ from .selection import IdleSet
 log = logging.getLogger(__name__)
 
 Event = Union[Job, Wake, Deadline]
+
+# Stop rules for a schedule that cannot make a version (clients.availability.p=1e-9, mean_on_s far shorter than a
+# job, a deadline no job can meet, a norm bound that rejects every update): counted, not timed, so a run stops at
+# the same event whatever the machine. Events are cheap (a wake, a job doomed at dispatch: no training), so
+# STALL_EVENTS of them cost seconds; a job that trained and was then thrown away costs real training, so far
+# fewer of those are allowed. A run whose version needs more than this (a success chance per job below about
+# 1/25,000) is better stopped and told why.
+STALL_EVENTS = 100_000
+STALL_TRAINED = 1_000  # and at least 20 rounds' (or buffers') worth of jobs
 
 
 class LoopAborted(Exception):
@@ -62,10 +71,13 @@ class Orchestrator:
         on_progress: Optional[Callable[[dict[str, Any]], None]] = None,
         on_checkpoint: Optional[Callable[[checkpoint.LoopState], None]] = None,
         resume: Optional[checkpoint.LoopState] = None,
+        on_row: Optional[Callable[[dict[str, Any]], None]] = None,
     ) -> None:
         """``schedule``: the strategy's declarations (round-based or not, jobs in flight, ...).
         ``on_checkpoint(state)`` is called every ``run.checkpoint_every`` versions with a snapshot
-        (sim/checkpoint.py); ``resume`` is such a snapshot to continue from."""
+        (sim/checkpoint.py); ``resume`` is such a snapshot to continue from. ``on_row(row)`` is called
+        once per job, when it settles with its final status (raydiff.records: the run's record stream)."""
+        self.on_row = on_row
         self.cfg = cfg
         self.schedule = schedule
         self.policy = dispatch_policy(schedule)
@@ -85,6 +97,7 @@ class Orchestrator:
         self.idle = IdleSet(len(profiles))
         tr = cfg.train
         self.steps = [steps_for(len(p), tr.batch_size, tr.local_steps, tr.local_epochs) for p in parts]
+        self._check_deadline()
         self.queue: EventQueue[Event] = EventQueue()
         self.inflight: dict[int, Job] = {}
         self.rows: dict[int, dict[str, Any]] = {}
@@ -109,8 +122,36 @@ class Orchestrator:
         self.last_eval: tuple[int, bool] = (0, False)
         self.next_eval_vtime = math.inf
         self.non_finite_streak = 0  # updates rejected as NaN/Inf in a row (not checkpointed: a stop rule only)
+        # since the last new version (stop rules only, not checkpointed): events popped, and jobs trained for real
+        self.stall_events = 0
+        self.stall_trained = 0
+        self.stall_trained_max = max(STALL_TRAINED, 20 * (schedule.jobs_in_flight + schedule.updates_per_version))
         # train.group_size > 1: jobs wait to be sent in groups decided by the virtual schedule (sim/grouping.py)
         self.groups = GroupBuffer(cfg.train.group_size) if cfg.train.group_size > 1 else None
+
+    def _check_deadline(self) -> None:
+        """A round deadline shorter than every client's fastest possible job can never receive an update: say so
+        before the first job (a deterministic lower bound: both transfers, plus the compute unless jitter can
+        shorten it)."""
+        deadline = self.schedule.deadline_s
+        if not self.schedule.round_based or deadline is None or not self.profiles:
+            return
+        jitter = self.cfg.clients.speed.jitter > 0
+        batch = self.cfg.train.batch_size
+        fastest = min(
+            2 * p.latency_s
+            + self.down_bytes / p.down_bps
+            + self.up_bytes / p.up_bps
+            + (0.0 if jitter else steps * batch / p.speed)
+            for p, steps in zip(self.profiles, self.steps)
+        )
+        if fastest > deadline:
+            raise NoProgress(
+                f"strategy.deadline_s={deadline:g} is shorter than the fastest client's job ({fastest:.6g} virtual "
+                f"s: {'download and upload' if jitter else 'download, compute and upload'}), so no update can ever "
+                "arrive before a round closes and the run would never make a version; raise strategy.deadline_s "
+                "(or set it to null for no deadline)"
+            )
 
     @property
     def needs_base(self) -> bool:
@@ -182,6 +223,7 @@ class Orchestrator:
             base_version=self.version,
             applied_version=None,
             staleness=None,
+            weight=None,  # the strategy's Decision.weight, once it has decided
             num_samples=n,
             samples_trained=samples,
             train_loss=math.nan,
@@ -194,6 +236,7 @@ class Orchestrator:
         )
         full = None
         if not plan.fails:  # a job doomed to fail is not trained for real: its result is never used
+            self.stall_trained += 1
             if self.groups is None:
                 job.ticket = self.executor.train(spec, self.current, self.client_state.get(client))
             else:
@@ -239,6 +282,8 @@ class Orchestrator:
             row["failure_reason"] = reason
         self.counts[status] += 1
         self.rows[row["job_id"]] = row
+        if self.on_row is not None:
+            self.on_row(row)
 
     def _leave(self, job: Job) -> None:
         """The job no longer occupies its client."""
@@ -282,6 +327,7 @@ class Orchestrator:
             self.client_state[client] = self.executor.state_after(job.ticket)
         self._release_base(job)
         job.row["staleness"] = reply.staleness
+        job.row["weight"] = reply.weight
         if reply.status == "buffered" and self.hold_buffered:
             self.held.add(client)  # busy until a version absorbs its update: one update per client per version
         else:
@@ -322,6 +368,7 @@ class Orchestrator:
         if self.base_count.get(self.version, 0) == 0:
             self.handles.pop(self.version, None)
         self.version = reply.version
+        self.stall_events = self.stall_trained = 0
         self.current = handle
         self.handles[self.version] = handle
         for jid in reply.applied_jobs:
@@ -390,7 +437,28 @@ class Orchestrator:
             return True
         return r.max_vtime is not None and len(self.queue) > 0 and self.queue.peek_time() > r.max_vtime
 
+    def _check_progress(self) -> None:
+        """Stop a schedule that makes no version (see STALL_EVENTS) with what it did instead, and what to change."""
+        if self.stall_events < STALL_EVENTS and self.stall_trained < self.stall_trained_max:
+            return
+        c = self.counts
+        what = (
+            f"{self.stall_events:,} events and {self.stall_trained:,} trained jobs"
+            if self.stall_trained >= self.stall_trained_max
+            else f"{self.stall_events:,} events"
+        )
+        raise NoProgress(
+            f"no new model version in {what} since version {self.version} (virtual time now {self.now:.6g} s; "
+            f"jobs so far: {c['applied']} applied, {c['failed']} failed, {c['dropped']} dropped, {c['rejected']} "
+            "rejected), so the run stops: this schedule cannot make progress. Usual causes: clients almost never "
+            "online (clients.availability.p, or mean_on_s far shorter than a job), a strategy.deadline_s that no "
+            "job meets, clients.dropout near 1, or a strategy.norm_bound (norm_mode: reject) or max_staleness "
+            "that rejects every update; the run folder keeps every job settled so far"
+        )
+
     def _step(self) -> None:
+        self.stall_events += 1
+        self._check_progress()
         self.now, item = self.queue.pop()
         if isinstance(item, Wake):
             if self.wake_at == self.now:  # else a stale, superseded wake: a harmless refill

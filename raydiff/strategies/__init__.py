@@ -25,7 +25,7 @@ from .server_opt import (
 )
 from .staleness import staleness_fn
 from .update_checks import NormBound, check_update, l2_norm
-from .wrappers import ClientDP, NormBounded, StrategyWrapper, WithEMA
+from .wrappers import ClientDP, NormBounded, StalenessBounded, StrategyWrapper, WithEMA
 
 __all__ = [
     "COMPRESSORS",
@@ -52,6 +52,7 @@ __all__ = [
     "RunContext",
     "Schedule",
     "ServerOptimizer",
+    "StalenessBounded",
     "Strategy",
     "StrategyWrapper",
     "TopK",

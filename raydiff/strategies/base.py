@@ -19,7 +19,7 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, TypeVar
+from typing import Any, ClassVar, Literal, Optional, TypeVar
 
 import numpy as np
 
@@ -35,22 +35,45 @@ SumHook = Callable[[np.ndarray], None]
 
 @dataclass(frozen=True)
 class Update:
-    """What a client sends back: its change to the base model it was given, and how much data made it."""
+    """What a client sends back: its change to the base model it was given, and how much data made it.
+
+    ``delta`` and ``base`` are READ-ONLY float32 arrays: under Ray they are views of the object store,
+    shared with other readers, so ``update.delta *= w`` raises ``ValueError: output array is
+    read-only``. Compute into a new array (``w * update.delta``) or into your own buffer
+    (``acc += w * update.delta``).
+    """
 
     client_id: int
     base_version: int
     num_samples: int
-    delta: np.ndarray  # float32, x_client - x_base
-    base: Optional[np.ndarray] = None  # x_base, given only to strategies whose ``needs_base`` is True
+    delta: np.ndarray  # float32, x_client - x_base; read-only
+    base: Optional[np.ndarray] = None  # x_base, given only to strategies whose ``needs_base`` is True; read-only
+
+
+DECISION_STATUSES = ("applied", "buffered", "rejected")
 
 
 @dataclass(frozen=True)
 class Decision:
-    """``applied``: x changed now (new version); ``buffered``: kept for a later version; ``rejected``: dropped."""
+    """``applied``: x changed now (new version); ``buffered``: kept for a later version; ``rejected``: dropped.
+
+    The status is checked here, when the decision is made: a misspelled one (``"buffer"``) would
+    otherwise count as applied and silently make a new version. ``weight`` is recorded in
+    events.parquet (column ``weight``), so a finite number is required.
+    """
 
     status: Literal["applied", "buffered", "rejected"]
     weight: float = 0.0  # the effective weight the update received (or will receive)
     reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in DECISION_STATUSES:
+            raise ValueError(f"Decision status {self.status!r} is not one of {', '.join(map(repr, DECISION_STATUSES))}")
+        w = self.weight
+        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) or not math.isfinite(w):
+            raise ValueError(f"Decision weight must be a finite number, got {w!r}")
+        if not isinstance(self.reason, str):
+            raise ValueError(f"Decision reason must be a string, got {self.reason!r}")
 
 
 @dataclass(frozen=True)
@@ -95,15 +118,30 @@ class Strategy(ABC):
       round, ``ceil(round_reports * (1 + strategy.over_selection))``.
     - ``round_reports`` (``strategy.clients_per_round``) and ``round_deadline_s`` (``strategy.deadline_s``).
     - ``updates_per_version``: how many accepted updates make one version (1 when asynchronous,
-      ``round_reports`` when round-based): the privacy accountant and the progress report use it.
+      ``round_reports`` when round-based). A BUFFERED asynchronous strategy (one that answers
+      ``buffered`` until K updates are in, like FedBuff) must declare K here: with client-level DP the
+      orchestrator needs K distinct clients per version (it checks K <= clients.num_clients), and the
+      progress report counts with it. The privacy accounting counts who really took part, from the events.
     - ``aggregates_sums`` (False): True promises that every version is made by :meth:`apply_aggregate`
       from a sum of received updates, each weighted at most 1 when its ``num_samples`` is 1. Client-level
       DP needs this (it noises that sum before anything else touches it).
+
+    ``Update.delta`` and ``Update.base`` are read-only (object-store views): compute into new arrays.
+
+    ``strategy.*`` fields: a class constructed from ``strategy.options`` (the default :meth:`from_config`)
+    lists in ``config_fields`` the ``strategy.*`` fields it reads itself (none by default). Of the
+    fields that only the built-ins read, ``max_staleness`` is enforced for any other strategy by a
+    wrapper (:class:`~raydiff.strategies.wrappers.StalenessBounded`), and the rest
+    (``server_lr``, ``server_optimizer``, ``buffer_size``, ...) are refused when set, never ignored.
 
     Checkpoints save a strategy through :meth:`state_dict` / :meth:`load_state_dict`; a strategy that
     keeps state between calls must implement both (nested dicts of numbers, strings, lists and numpy
     arrays), or runs with ``run.checkpoint_every`` are refused before they start.
     """
+
+    #: ``strategy.*`` fields this class reads itself; None: the whole section, leaving unused fields be
+    #: (the built-ins, so one scenario can switch among them with ``--set strategy.name=...``).
+    config_fields: ClassVar[Optional[frozenset[str]]] = frozenset()
 
     # ------------------------------------------------------------------ declarations
     @property
@@ -194,7 +232,11 @@ class Strategy(ABC):
 
     def apply_aggregate(self, x: np.ndarray, total: np.ndarray, denominator: float, optimizer: ServerOptimizer) -> None:
         """Make a version from a sum of weighted updates: sum hooks (DP noise) on ``total`` in place,
-        then ``optimizer.step(x, total / denominator)``. ``total`` is overwritten."""
+        then ``optimizer.step(x, total / denominator)``. ``total`` is overwritten (pass your own buffer).
+
+        ``optimizer``: a server optimizer the strategy owns, e.g. ``raydiff.SGD(lr)`` (x += lr * mean,
+        plain FedAvg/FedBuff), ``raydiff.FedAvgM``, ``FedAdagrad``, ``FedAdam``, ``FedYogi`` (all in
+        :mod:`raydiff.strategies` and at the top level); save its ``state_dict()`` in the strategy's own."""
         for hook in self.__dict__.get("_sum_hooks", ()):
             hook(total)
         total /= np.float32(denominator)
@@ -212,6 +254,26 @@ class Strategy(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not implement load_state_dict()")
 
     # ------------------------------------------------------------------ construction from config
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this instance with :meth:`from_options`.
+
+        ``raydiff.run(..., strategy=obj)`` records them as ``strategy.options`` in config.yaml, so that
+        file reruns the same strategy. The default reads each ``__init__`` parameter back from the
+        attribute of the same name (``self.alpha`` for ``alpha``), which must hold a YAML value (number,
+        string, bool, None, or lists/dicts of them); override this method when the constructor stores
+        its arguments otherwise. A ConfigError names the parameter that cannot be read back.
+        """
+        out: dict[str, Any] = {}
+        for name in _init_params(type(self)):
+            if not hasattr(self, name):
+                raise ConfigError(
+                    f"strategy: {type(self).__name__}'s option {name!r} cannot be read back from the instance "
+                    f"(it has no attribute {name!r}), so config.yaml could not rerun it: store the argument "
+                    f"as self.{name}, or define {type(self).__name__}.options() returning the keyword arguments"
+                )
+            out[name] = getattr(self, name)
+        return out
+
     @classmethod
     def from_config(cls: type[S], cfg: StrategyConfig) -> S:
         """Build from the ``strategy`` section. The default passes ``strategy.options`` to :meth:`from_options`;
@@ -243,11 +305,7 @@ class Strategy(ABC):
             hints = typing.get_type_hints(cls.__init__)
         except Exception:  # noqa: BLE001 - unresolvable annotations: take values as given
             hints = {}
-        params = {
-            n: p
-            for n, p in sig.parameters.items()
-            if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        }
+        params = _init_params(cls)
         takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
         unknown = [k for k in options if k not in params and not takes_any]
         if unknown:
@@ -264,6 +322,14 @@ class Strategy(ABC):
             return cls(**kwargs)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{where}: {cls.__name__} refused its options: {exc}") from None
+
+
+def _init_params(cls: type[Strategy]) -> dict[str, inspect.Parameter]:
+    """The named parameters of ``cls.__init__`` (not self, not ``*args`` / ``**kwargs``)."""
+    sig = inspect.signature(cls.__init__)
+    return {
+        n: p for n, p in sig.parameters.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
 
 
 def implements_state(strategy: Strategy) -> bool:

@@ -18,9 +18,16 @@ from .update_checks import l2_norm
 
 
 class GaussianMechanism:
-    """Clip per update, noise per aggregate. ``rng`` is the only source of noise (give it its own stream)."""
+    """Clip per update, noise per aggregate. ``rng`` is the only source of noise (give it its own stream).
 
-    def __init__(self, noise_multiplier: float, clip_norm: float, rng: np.random.Generator) -> None:
+    ``secret``: ``rng`` was seeded from OS entropy (``strategy.dp.secret_noise``), so nobody can regenerate
+    the noise from the run's seed; then :meth:`state_dict` saves no generator state (a checkpoint would
+    otherwise let its reader replay the noise) and a resumed run draws fresh noise.
+    """
+
+    def __init__(
+        self, noise_multiplier: float, clip_norm: float, rng: np.random.Generator, secret: bool = False
+    ) -> None:
         if not noise_multiplier >= 0:
             raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
         if not clip_norm > 0:
@@ -28,6 +35,7 @@ class GaussianMechanism:
         self.noise_multiplier = noise_multiplier
         self.clip_norm = clip_norm
         self.rng = rng
+        self.secret = secret
 
     @property
     def noise_std(self) -> float:
@@ -52,8 +60,12 @@ class GaussianMechanism:
         return sum_vector
 
     def state_dict(self) -> dict[str, Any]:
-        """The noise stream's position, so a resumed run draws the same noise."""
+        """The noise stream's position, so a resumed run draws the same noise (none with secret noise)."""
+        if self.secret:
+            return {"secret": True}
         return {"bit_generator": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.secret:
+            return  # keep this process's own OS-entropy stream: secret noise is deliberately not replayed
         self.rng.bit_generator.state = state["bit_generator"]

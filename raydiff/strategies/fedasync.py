@@ -23,6 +23,7 @@ class FedAsync(Strategy):
     """
 
     needs_base = True
+    config_fields = None  # reads the strategy section itself, ignores other built-ins' fields
 
     def __init__(self, alpha: float, staleness: Callable[[int], float], max_staleness: Optional[int] = None) -> None:
         check_max_staleness(max_staleness)

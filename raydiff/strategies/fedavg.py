@@ -28,6 +28,7 @@ class FedAvg(Strategy):
 
     round_based = True
     aggregates_sums = True
+    config_fields = None  # reads the strategy section itself, ignores other built-ins' fields
 
     def __init__(self, server_lr: float = 1.0, optimizer: Optional[ServerOptimizer] = None) -> None:
         self.server_lr = server_lr

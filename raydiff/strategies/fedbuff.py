@@ -27,6 +27,7 @@ class FedBuff(Strategy):
     """
 
     aggregates_sums = True
+    config_fields = None  # reads the strategy section itself, ignores other built-ins' fields
 
     def __init__(
         self,

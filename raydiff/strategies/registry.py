@@ -3,17 +3,21 @@
 ``strategy.name`` is a registered name (``fedavg``, ``fedasync``, ``fedbuff``, or one a user added
 with :func:`register_strategy`) or an import path ``package.module:ClassName``. The module is
 imported with the current folder on ``sys.path``, so ``raydiff run ... --set
-strategy.name=my_strategy:LatestWins`` works from the folder that holds ``my_strategy.py``.
+strategy.name=my_strategy:LatestWins`` works from the folder that holds ``my_strategy.py``. Importing
+runs the module's code, so a scenario that names an import path is code: the file is announced (a
+warning naming it) before it is imported.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Optional, TypeVar, Union, overload
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union, overload
 
 import numpy as np
 
@@ -24,7 +28,7 @@ from .fedasync import FedAsync
 from .fedavg import FedAvg
 from .fedbuff import FedBuff
 from .update_checks import NormBound
-from .wrappers import ClientDP, NormBounded, WithEMA
+from .wrappers import ClientDP, NormBounded, StalenessBounded, WithEMA
 
 if TYPE_CHECKING:
     from ..config import StrategyConfig
@@ -80,6 +84,7 @@ def strategy_class(name: str) -> type[Strategy]:
         raise ConfigError(f"strategy.name: {name!r} is not an import path 'package.module:ClassName'")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # a user's module next to where they run raydiff
+    _announce(name, module_name)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -102,6 +107,122 @@ def strategy_class(name: str) -> type[Strategy]:
     return obj
 
 
+_ANNOUNCED: set[str] = set()
+
+
+def _announce(name: str, module_name: str) -> None:
+    """Say which file ``strategy.name`` makes raydiff import, BEFORE importing it (importing runs its code).
+
+    Finding the top-level package's file imports nothing; a dotted name's inner modules are found by
+    the import itself, so the top-level file (or, for a module already imported, its own) is named.
+    Once per module and process."""
+    if module_name in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(module_name)
+    loaded = sys.modules.get(module_name)
+    if loaded is not None:
+        where = getattr(loaded, "__file__", None) or "a module already imported in this process"
+    else:
+        top = module_name.split(".")[0]
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            return  # nothing to import: the ImportError below names the module
+        where = spec.origin or ", ".join(spec.submodule_search_locations or []) or top
+        if top != module_name:
+            where = f"package {top!r} at {where}"
+    log.warning(
+        "strategy.name %r: importing module %r from %s (importing runs that file's code: a scenario that "
+        "names an import path is code, run it only if you trust it)",
+        name,
+        module_name,
+        where,
+    )
+
+
+# strategy.* fields that only the built-ins read (each reads its own; README, "Configuration").
+# max_staleness is enforced for every other strategy by a wrapper; the rest are refused when set.
+BUILTIN_ONLY_FIELDS = (
+    "server_lr",
+    "server_optimizer",
+    "server_momentum",
+    "server_beta1",
+    "server_beta2",
+    "server_tau",
+    "buffer_size",
+    "staleness_exponent",
+    "alpha",
+    "staleness",
+)
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def unused_fields(cfg: StrategyConfig, cls: type[Strategy]) -> list[str]:
+    """The ``strategy.*`` fields set to a non-default value that ``cls`` does not read (built-ins: none)."""
+    reads = cls.config_fields
+    if reads is None:
+        return []
+    defaults = {f.name: _default(f) for f in dataclasses.fields(cfg)}
+    return [k for k in BUILTIN_ONLY_FIELDS if k not in reads and getattr(cfg, k) != defaults[k]]
+
+
+def check_fields(cfg: StrategyConfig, cls: type[Strategy]) -> None:
+    """A ConfigError for the first ``strategy.*`` field that ``cls`` would silently ignore."""
+    unused = unused_fields(cfg, cls)
+    if unused:
+        k = unused[0]
+        raise ConfigError(
+            f"strategy.{k}: {cls.__name__} does not use it ({k} is read by the built-in strategies "
+            f"fedavg, fedasync, fedbuff only), so it would be ignored; give {cls.__name__}'s own "
+            "settings in strategy.options, or remove the field"
+        )
+
+
+def _plain(v: Any, where: str) -> Any:
+    """``v`` as a YAML value (NumPy scalars made Python), or a ConfigError naming ``where``."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, f"{where}[{i}]") for i, x in enumerate(v)]
+    if isinstance(v, Mapping) and all(isinstance(k, str) for k in v):
+        return {k: _plain(x, f"{where}.{k}") for k, x in v.items()}
+    raise ConfigError(
+        f"{where}: a {type(v).__name__} cannot be written to config.yaml (numbers, strings, bools, "
+        "None, lists and dicts can); define options() on the strategy class to return YAML values"
+    )
+
+
+def instance_options(strategy: Strategy) -> dict[str, Any]:
+    """What config.yaml records as ``strategy.options`` for ``raydiff.run(..., strategy=obj)``: the options
+    that rebuild ``obj`` (:meth:`Strategy.options`), checked to be YAML values that its class accepts.
+
+    A class configured by the strategy section itself (it overrides ``from_config``, as the built-ins
+    do) cannot be recorded from an instance: a ConfigError says to name it instead."""
+    cls = type(strategy)
+    if getattr(cls.from_config, "__func__", None) is not getattr(Strategy.from_config, "__func__", None):
+        raise ConfigError(
+            f"strategy: a {cls.__name__} instance takes its settings from the strategy section "
+            f"({cls.__name__}.from_config), which config.yaml cannot reproduce from an instance; name the "
+            "strategy with strategy.name and set its strategy.* fields instead"
+        )
+    own = getattr(strategy, "options", None)  # an instance attribute named options would shadow the method
+    raw = own() if callable(own) else Strategy.options(strategy)
+    opts: dict[str, Any] = _plain(dict(raw), "strategy.options")
+    cls.from_options(opts)  # the recorded options rebuild the class (ConfigError naming the field if not)
+    return opts
+
+
 def build_strategy(
     cfg: StrategyConfig,
     num_clients: int,
@@ -118,11 +239,24 @@ def build_strategy(
     s = base if base is not None else strategy_class(cfg.name).from_config(cfg)
     if not isinstance(s, Strategy):
         raise ConfigError(f"strategy: {s!r} is not a raydiff.Strategy")
+    check_fields(cfg, type(s))
+    reads = type(s).config_fields
+    if cfg.max_staleness is not None and reads is not None and "max_staleness" not in reads:
+        s = StalenessBounded(s, cfg.max_staleness)  # the strategy does not bound staleness itself
     if cfg.dp.enabled:
-        if rng is None:
+        if cfg.norm_bound is not None and cfg.norm_mode == "reject":
+            raise ConfigError(
+                "strategy.norm_mode: 'reject' cannot be combined with strategy.dp: whether an update is "
+                "rejected depends on its data, the rejection is published in events.parquet, and the "
+                "privacy accounting does not count it. Use norm_mode: clip (DP clips every update to "
+                "strategy.dp.clip_norm anyway), or no norm_bound"
+            )
+        if rng is None and not cfg.dp.secret_noise:
             raise ValueError("strategy.dp needs a random generator for its noise")
+        noise_rng = np.random.default_rng() if cfg.dp.secret_noise or rng is None else rng  # OS entropy
         try:
-            s = ClientDP(s, GaussianMechanism(cfg.dp.noise_multiplier, cfg.dp.clip_norm, rng), mask=mask)
+            mech = GaussianMechanism(cfg.dp.noise_multiplier, cfg.dp.clip_norm, noise_rng, secret=cfg.dp.secret_noise)
+            s = ClientDP(s, mech, mask=mask)
         except ValueError as exc:
             raise ConfigError(f"strategy.dp.enabled: {exc}") from None
     if cfg.norm_bound is not None:

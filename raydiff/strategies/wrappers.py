@@ -4,8 +4,9 @@ A wrapper is a strategy that holds another (``inner``) and passes every declarat
 changing only what it is about. So a researcher's strategy gets DP, norm bounds and an EMA without
 writing them, and the built-ins keep their exact formulas (the wrapped FedAvg and FedBuff compute
 the same floats as before the wrappers existed). Order, outermost first:
-``WithEMA(NormBounded(ClientDP(strategy)))``: the norm bound sees the raw update, DP clips what
-passes it, the EMA follows every new version.
+``WithEMA(NormBounded(ClientDP(StalenessBounded(strategy))))``: the norm bound sees the raw update, DP
+clips what passes it, the EMA follows every new version (``StalenessBounded`` only around a strategy
+that does not read ``strategy.max_staleness`` itself).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from .base import Decision, RunContext, Strategy, SumHook, Update
 from .dp import GaussianMechanism
 from .ema import EMA
+from .staleness import check_max_staleness, staleness_rejection
 from .update_checks import NormBound
 
 
@@ -159,6 +161,23 @@ class NormBounded(StrategyWrapper):
         if reason is not None:
             return Decision("rejected", reason=reason)
         return self.inner.receive(x, version, update if delta is update.delta else replace(update, delta=delta))
+
+
+class StalenessBounded(StrategyWrapper):
+    """``strategy.max_staleness`` for a strategy that does not bound staleness itself (a user's): an update
+    more than ``max_staleness`` versions old is rejected before the strategy sees it, as FedAsync and
+    FedBuff reject it (same reason text), so the field is never silently ignored."""
+
+    def __init__(self, inner: Strategy, max_staleness: int) -> None:
+        super().__init__(inner)
+        check_max_staleness(max_staleness)
+        self.max_staleness = max_staleness
+
+    def receive(self, x: np.ndarray, version: int, update: Update) -> Decision:
+        reason = staleness_rejection(version - update.base_version, self.max_staleness)
+        if reason is not None:
+            return Decision("rejected", reason=reason)
+        return self.inner.receive(x, version, update)
 
 
 class WithEMA(StrategyWrapper):

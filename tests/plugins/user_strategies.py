@@ -23,7 +23,7 @@ class BufferedMean(raydiff.Strategy):
     def __init__(self, k: int = 2, lr: float = 1.0) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        self.k, self.optimizer = k, SGD(lr)
+        self.k, self.lr, self.optimizer = k, lr, SGD(lr)  # self.lr: options() reads it back for config.yaml
         self.acc: Optional[np.ndarray] = None
         self.count = 0
 
@@ -70,3 +70,50 @@ class NoState(raydiff.Strategy):
 
 class NotAStrategy:
     pass
+
+
+class LatestWins(raydiff.Strategy):
+    """Stateless, asynchronous, no options: x becomes the client's model (for the staleness bound)."""
+
+    needs_base = True
+
+    def receive(self, x: np.ndarray, version: int, update: raydiff.Update) -> raydiff.Decision:
+        x[:] = update.base + update.delta
+        return raydiff.Decision("applied", weight=1.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+
+class SetState(LatestWins):
+    """Keeps the clients it has seen in a set: a state_dict() that no checkpoint can save."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen}
+
+
+class HiddenOption(LatestWins):
+    """Stores its argument under another name, so the default options() cannot read it back."""
+
+    def __init__(self, rate: float = 0.5) -> None:
+        self._r = rate
+
+
+class DeclaredOption(HiddenOption):
+    """The same, with options() declared."""
+
+    def options(self) -> dict[str, Any]:
+        return {"rate": self._r}
+
+
+class Raises(LatestWins):
+    """A strategy with a bug: every update raises."""
+
+    def receive(self, x: np.ndarray, version: int, update: raydiff.Update) -> raydiff.Decision:
+        raise ValueError("boom from the strategy")

@@ -24,13 +24,10 @@ from ray_local_cluster import LocalRayCluster, readme_recipe
 ROOT = Path(__file__).resolve().parents[2]
 out = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="speedup"))
 rec = readme_recipe(ROOT / "README.md")
-c = LocalRayCluster(env=rec.env)
+c = LocalRayCluster(workers=rec.workers)
 res: dict = {"load_before": os.getloadavg()[0]}
 try:
-    c.start_head(rec.head)
-    for w in rec.workers:
-        c.add_worker(w)
-    c.wait_for_nodes(2)
+    c.start()
     for parallel in (1, 2):
         sweep = out / f"sweep{parallel}.yaml"
         sweep.write_text(
