@@ -189,10 +189,15 @@ def test_inception_fid_passes_the_weights_path(monkeypatch, tmp_path):
             return torch.tensor(float(sum(n for n, real in self.updates if not real)))
 
     monkeypatch.setattr(tm_fid, "FrechetInceptionDistance", FakeFID)
+    from raydiff.metrics.inception import _INCEPTION_KEYS
+
     weights = tmp_path / "w.pth"
-    weights.write_bytes(b"x")
+    torch.save({k: torch.zeros(1) for k in _INCEPTION_KEYS}, weights)  # tensors only, InceptionV3's keys
     fid = InceptionFID(str(weights), np.zeros((5, 1, 8, 8), np.float32), batch=2)
-    assert seen["feature"] == 2048 and seen["feature_extractor_weights_path"] == str(weights)
+    # torch-fidelity gets a private copy of the tensors raydiff read, never the user's file (it unpickles freely)
+    assert seen["feature"] == 2048
+    assert seen["feature_extractor_weights_path"] != str(weights)
+    assert seen["feature_extractor_weights_path"].endswith("inception.pth")
     assert seen["reset_real_features"] is False
     assert fid.score(np.zeros((3, 1, 8, 8), np.float32)) == 3.0  # real stats kept, fakes replaced
 

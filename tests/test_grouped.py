@@ -81,7 +81,10 @@ def _assert_close(got: np.ndarray, want: np.ndarray, x0: np.ndarray, steps: int,
         assert off < 0.005, off
     else:
         assert gap.max() < 0.5 * LR * steps, gap.max()
-        assert off < 0.01, off
+        # share of coordinates off by > 1e-5: float32 sums reordered by vmap's batched kernels. Measured up to
+        # 1.15% (a 6-step Adam job on this CPU build, also at the commit that added the test); a real defect
+        # (a wrong step, mask or seed) moves nearly every coordinate.
+        assert off < 0.02, off
 
 
 def test_quickstart_jobs_in_a_group_of_four_equal_the_jobs_alone(images, parts):
