@@ -156,7 +156,14 @@ def test_resume_after_sigkill_does_not_count_streamed_rows_twice(tmp_path):
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None and not (out / checkpoint.CHECKPOINT).is_file():
             time.sleep(0.05)
-        time.sleep(0.3)
+        sha = json.loads((out / "status.json").read_text())["config_sha256"]
+        # kill only once rows settled after the checkpoint are on disk (the stream flushes at least every second;
+        # a fixed sleep raced it under load)
+        while time.time() < deadline and proc.poll() is None:
+            ckpt = len(checkpoint.read(out / checkpoint.CHECKPOINT, sha).rows)
+            if has_stream(out) and read_stream(out)[0].num_rows > ckpt:
+                break
+            time.sleep(0.1)
         assert proc.poll() is None, "the run ended before it could be killed"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
