@@ -19,15 +19,22 @@ from .errors import InternalError, RaydiffError
 from .signals import exit_code
 
 
-def _positive(text: str) -> int:
-    """An argparse type: a whole number >= 1 (argparse turns the error into a usage message, exit 2)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
+def _whole_number(minimum: int, noun: str = "a whole number"):
+    """An argparse type: a whole number >= ``minimum`` (argparse turns the error into a usage message, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {n}")
+        return n
+
+    return parse
+
+
+_positive = _whole_number(1)
 
 
 def _path(text: str) -> str:
@@ -37,15 +44,7 @@ def _path(text: str) -> str:
     return text
 
 
-def _class_index(text: str) -> int:
-    """An argparse type: a class index >= 0 (`raydiff sample --class`)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a class index (a whole number), got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
-    return n
+_class_index = _whole_number(0, "a class index (a whole number)")  # `raydiff sample --class`
 
 
 def _guidance(text: str) -> float:

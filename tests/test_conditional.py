@@ -210,6 +210,13 @@ def _readme_snippet() -> str:
     return m.group(1)
 
 
+def run_readme_snippet(model_dir: Path, cwd: Path, tail: str) -> None:
+    """Run the README's conditional sampling lines, as printed, on ``model_dir``, then ``tail`` (checks)."""
+    code = _readme_snippet().replace('"runs/my-conditional-run/model"', repr(str(model_dir)))
+    res = subprocess.run([sys.executable, "-c", code + tail], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def saved_conditional(tmp_path_factory):
     """A conditional model folder written exactly as a run writes model/ (outputs.save_pipeline)."""
@@ -222,17 +229,10 @@ def saved_conditional(tmp_path_factory):
 
 
 def test_readme_lines_sample_one_class_from_a_saved_model(saved_conditional, tmp_path):
-    code = _readme_snippet()
-    assert len(code.strip().splitlines()) <= 16
-    code = code.replace('"runs/my-conditional-run/model"', repr(str(saved_conditional / "model")))
-    res = subprocess.run(
-        [sys.executable, "-c", code + "\nimport numpy as np\nnp.save('out.npy', images.numpy())\n"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    assert len(_readme_snippet().strip().splitlines()) <= 16
+    run_readme_snippet(
+        saved_conditional / "model", tmp_path, "\nimport numpy as np\nnp.save('out.npy', images.numpy())\n"
     )
-    assert res.returncode == 0, res.stderr[-2000:]
     images = np.load(tmp_path / "out.npy")
     assert images.shape == (8, 1, 8, 8) and np.isfinite(images).all() and images.min() >= -1.0001
 

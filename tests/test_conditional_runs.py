@@ -4,14 +4,11 @@ conditional model unchanged; the run folder gets the per-class files; the README
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from test_conditional import run_readme_snippet
 
 import raydiff
 from raydiff.outputs import EXECUTION_COLUMNS
@@ -74,17 +71,7 @@ def test_conditional_run_folder_and_readme_lines(ray_session, tiny_cfg, tmp_path
     priv = pd.read_parquet(out / "privacy.parquet")
     assert sorted(priv.loc[priv["scope"] == "class", "class"]) == list(range(10))
     assert (priv.loc[priv["scope"] == "client", "client_id"] >= 0).all()
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = re.search(r"<!-- conditional-sampling -->\s*```python\n(.*?)```", text, re.S).group(1)
-    code = code.replace('"runs/my-conditional-run/model"', repr(str(out / "model")))
-    res = subprocess.run(
-        [sys.executable, "-c", code + "\nassert images.shape[0] == 8 and bool(images.isfinite().all())\n"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
+    run_readme_snippet(out / "model", tmp_path, "\nassert images.shape[0] == 8 and bool(images.isfinite().all())\n")
 
 
 @pytest.mark.slow  # every tiny run of the default suite computes the pseudo-label utility already
