@@ -62,6 +62,15 @@ _TABLE: tuple[Metric, ...] = (
     Metric("wasted_compute_share", "wasted compute share", "", "unit", "lower"),
     Metric("wasted_samples_share", "wasted sample share", "", "unit", "lower"),
     Metric("vtime", "virtual time", "virtual s", "positive", "none"),
+    # class-conditional runs (docs/conditional.md): utility for a downstream classifier, per-class quality
+    Metric("utility_accuracy", "utility accuracy (classifier trained on samples)", "", "unit", "higher"),
+    Metric("utility_accuracy_real", "accuracy of a classifier trained on real data", "", "unit", "higher"),
+    Metric("utility_ratio", "utility ratio (synthetic / real accuracy)", "", "positive", "higher"),
+    Metric("label_fidelity", "label fidelity", "", "unit", "higher"),
+    Metric("density", "density", "", "positive", "higher"),
+    Metric("coverage", "coverage", "", "unit", "higher"),
+    Metric("fid", "domain FID (per class or client)", "", "positive", "lower"),
+    Metric("slow_class_update_ratio", "slow classes' update share / data share", "", "positive", "none"),
 )
 _BY_NAME = {m.name: m for m in _TABLE}
 
@@ -77,6 +86,14 @@ CONFIG_LABELS = {
     "cfg.seed": "seed",
     "condition": "condition",
 }
+# A per-group column (``label_fidelity_slow``, ``utility_accuracy_slow_clients``) is its base metric over a
+# group; ``<base>_gap`` is slow minus fast, a difference of two such values (any sign).
+_GROUPS = (
+    ("_slow_clients", "on slow clients' data"),
+    ("_fast_clients", "on fast clients' data"),
+    ("_slow", "slow clients' classes"),
+    ("_fast", "fast clients' classes"),
+)
 _TTT = re.compile(r"^ttt_(?P<metric>.+?)(?:@(?P<slack>[0-9.]+))?$")
 
 
@@ -94,6 +111,13 @@ def metric(name: str) -> Metric:
     if name.startswith("final_") and name[len("final_") :] in _BY_NAME:
         base = _BY_NAME[name[len("final_") :]]
         return Metric(name, base.label, base.unit, base.range, base.better)
+    for suffix, group in _GROUPS:
+        if name.endswith(suffix) and name[: -len(suffix)] in _BY_NAME:
+            base = _BY_NAME[name[: -len(suffix)]]
+            return Metric(name, f"{base.label}, {group}", base.unit, base.range, base.better)
+    if name.endswith("_gap") and name[: -len("_gap")] in _BY_NAME:
+        base = _BY_NAME[name[: -len("_gap")]]
+        return Metric(name, f"{base.label} gap (slow - fast)", base.unit, "real", "none")
     return Metric(name, name)
 
 

@@ -29,6 +29,8 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from raydiff.sim.jobs import steps_for
+
 PRIMARY_METRICS = ("final_fid_domain", "final_recall")
 SECONDARY_METRICS = (
     "final_kid_domain",
@@ -36,6 +38,9 @@ SECONDARY_METRICS = (
     "judge_mean_confidence",
     "final_heldout_loss",
 )
+# Descriptive, not tested: added after the confirmatory runs (docs/paper-grid.md, "Exploratory"), to show
+# how much training FedAvg's weighted average carries per round. No claim rests on it.
+DESCRIPTIVE = ("fedavg_weighted_steps",)
 CONTRASTS = ((5.0, 0.1), (5.0, 0.5))
 RUN_COLUMNS = ("run", "seed", "num_clients", "local_epochs", "beta", "model_sha256")
 LEVEL = 0.95
@@ -118,10 +123,38 @@ def collect_runs(runs_dir: Path) -> pd.DataFrame:
         for m in PRIMARY_METRICS + SECONDARY_METRICS:
             v = summary.get(m)
             row[m] = float(v) if v is not None else np.nan
+        row["fedavg_weighted_steps"] = fedavg_weighted_steps(folder, cfg)
         rows.append(row)
     if not rows:
         raise ValueError(f"{runs_dir}: no finished run (no summary.json under it)")
     return pd.DataFrame(rows).sort_values(["local_epochs", "num_clients", "beta", "seed"], ignore_index=True)
+
+
+def fedavg_weighted_steps(folder: Path, cfg: dict) -> float:
+    """Local optimizer steps per round, averaged with FedAvg's weights (each client's sample count).
+
+    Why: FedAvg weighs a client by its data, and a client with more data also takes more steps
+    (``local_epochs`` passes), so a skewed split (a few large clients) moves the average further per round
+    than an even one with the same total work. NaN where the run folder has no ``partition.parquet``.
+    """
+    part = folder / "partition.parquet"
+    if not part.is_file():
+        return float("nan")
+    n = pd.read_parquet(part, columns=["n"])["n"].to_numpy()
+    tr = cfg["train"]
+    steps = np.array([steps_for(int(k), int(tr["batch_size"]), tr.get("local_steps"), tr["local_epochs"]) for k in n])
+    return float((n * steps).sum() / n.sum())
+
+
+def with_metrics_from(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with its endpoint columns replaced by those of ``scores`` (``analysis.reevaluate``'s CSV: the
+    same final models scored under other evaluation settings), matched by run. A run missing from
+    ``scores`` is dropped, so every table is computed on one evaluation setting only."""
+    metrics = [m for m in PRIMARY_METRICS + SECONDARY_METRICS if m in scores.columns]
+    if not metrics or "run" not in scores.columns:
+        raise ValueError("the scores CSV needs a 'run' column and at least one endpoint column")
+    keep = runs.drop(columns=metrics).merge(scores[["run", *metrics]], on="run", how="inner")
+    return keep[list(runs.columns)]
 
 
 def _differences(runs: pd.DataFrame, metric: str, a: float, b: float) -> pd.DataFrame:
@@ -191,8 +224,9 @@ def analyze(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     prim = pd.DataFrame(primary)
     if len(prim):
         prim["p_holm"] = holm(prim["p_value"].tolist())
+    described = [c for c in DESCRIPTIVE if c in runs.columns]
     arms = (
-        runs.groupby(["num_clients", "local_epochs", "beta"])[list(PRIMARY_METRICS + SECONDARY_METRICS)]
+        runs.groupby(["num_clients", "local_epochs", "beta"])[list(PRIMARY_METRICS + SECONDARY_METRICS) + described]
         .mean()
         .reset_index()
     )
@@ -228,8 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     src.add_argument("runs_dir", nargs="?", help="the sweep folder (runs/paper-grid-confirm)")
     src.add_argument("--from-csv", help="recompute the tables from a published per-run CSV instead")
     ap.add_argument("--out", default="docs/results/paper-grid-confirm", help="prefix of the CSVs to write")
+    ap.add_argument(
+        "--metrics-from",
+        help="take the endpoints from this analysis.reevaluate CSV (a sensitivity check; runs it lacks are left out)",
+    )
     args = ap.parse_args(argv)
     runs = read_runs_csv(Path(args.from_csv)) if args.from_csv else collect_runs(Path(args.runs_dir))
+    if args.metrics_from:
+        runs = with_metrics_from(runs, pd.read_csv(args.metrics_from))
     paths = write_tables(runs, Path(args.out))
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(pd.read_csv(paths["primary"]).to_string(index=False))

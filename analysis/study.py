@@ -2,7 +2,7 @@
 
     python -m analysis.study runs/async-study --runs-csv docs/results/async-study-runs.csv \\
         --csv docs/results/async-study.csv --extra-slacks 0.05 0.1 0.3
-    python -m analysis.study runs/paper-grid --between cfg.data.beta --csv docs/results/paper-grid.csv
+    python -m analysis.study runs/paper-grid --between cfg.data.beta --runs-csv docs/results/paper-grid-runs.csv
     python -m analysis.study --from-runs-csv docs/results/async-study-runs.csv   # the same tables, no runs
 
 The **runs CSV** holds one row per run: ``run, seed, condition, arm_field, arm``, the config columns the

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.paper_grid import analyze, fixed_effect_intercept, holm
+from analysis.paper_grid import analyze, fedavg_weighted_steps, fixed_effect_intercept, holm
 
 
 def test_one_group_is_the_paired_t_test():
@@ -94,3 +94,12 @@ def test_analyze_finds_a_planted_effect_and_only_it():
     for t in (tables["primary"], tables["secondary"], tables["cells"]):
         excl = (t["diff_low"] > 0) | (t["diff_high"] < 0)
         assert (excl == (t["p_value"] < 0.05)).all()
+
+
+def test_fedavg_weighted_steps_by_hand(tmp_path):
+    # clients of 10 and 30 samples, batch 32, 5 local epochs: ceil(50/32) = 2 and ceil(150/32) = 5 steps;
+    # FedAvg weighs them 10:30, so (10*2 + 30*5) / 40 = 4.25 (the plain mean would be 3.5)
+    pd.DataFrame({"client_id": [0, 1], "n": [10, 30]}).to_parquet(tmp_path / "partition.parquet")
+    cfg = {"train": {"batch_size": 32, "local_steps": None, "local_epochs": 5}}
+    assert fedavg_weighted_steps(tmp_path, cfg) == 4.25
+    assert np.isnan(fedavg_weighted_steps(tmp_path / "absent", cfg))
