@@ -194,11 +194,13 @@ def analyze(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     for metric in PRIMARY_METRICS + SECONDARY_METRICS:
         for a, b in CONTRASTS:
             da = _differences(slice_a, metric, a, b)
-            if len(da) > da["num_clients"].nunique():
+            # a slice is the plan's only with its factor's levels (a subset such as the sampler check's
+            # slice A has no slice B: its 10-client runs are all at 5 epochs)
+            if da["num_clients"].nunique() > 1 and len(da) > da["num_clients"].nunique():
                 row = _fit_row("A: clients {10,30,50} at 5 epochs", "num_clients", da, metric, a, b)
                 (primary if metric in PRIMARY_METRICS else secondary).append(row)
             db = _differences(slice_b, metric, a, b)
-            if len(db) > db["local_epochs"].nunique():
+            if db["local_epochs"].nunique() > 1 and len(db) > db["local_epochs"].nunique():
                 secondary.append(_fit_row("B: epochs {1,5,10} at 10 clients", "local_epochs", db, metric, a, b))
             for (clients, epochs), g in _differences(runs, metric, a, b).groupby(["num_clients", "local_epochs"]):
                 if len(g) < 2:

@@ -16,6 +16,8 @@ import pytest
 import yaml
 from conftest import TINY
 
+from raydiff.records import has_stream, read_stream
+
 
 def _cli(args, cwd, timeout=120, **kw):
     env = dict(os.environ, RAYDIFF_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
@@ -104,7 +106,13 @@ def test_ctrl_c_leaves_a_consistent_folder(tmp_path):
         while time.time() < deadline and not any("event loop started" in ln for ln in lines):
             time.sleep(0.5)
         assert any("event loop started" in ln for ln in lines), "".join(lines)
-        time.sleep(8)  # a few versions
+        # a few versions: the first streamed evaluation after version 0 (every 3 versions), not a fixed sleep
+        # that a loaded machine can outrun
+        while time.time() < deadline and proc.poll() is None:
+            if has_stream(out) and any(r["version"] >= 1 for r in read_stream(out)[1]):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "".join(lines)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=180)
         reader.join(timeout=10)

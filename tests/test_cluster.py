@@ -45,6 +45,7 @@ def test_broken_cluster_yaml_is_rejected_clearly(tmp_path, capsys, old, new, nee
     assert needle in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # a real second raylet: ~55 s of the default run
 def test_multinode_run_survives_losing_a_node(tmp_path):
     r = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "scripts" / "multinode.py"), str(tmp_path / "run")],

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.paper_grid import analyze, fedavg_weighted_steps, fixed_effect_intercept, holm
+from analysis.paper_grid import analyze, fedavg_weighted_steps, fixed_effect_intercept, holm, with_metrics_from
 
 
 def test_one_group_is_the_paired_t_test():
@@ -103,3 +103,28 @@ def test_fedavg_weighted_steps_by_hand(tmp_path):
     cfg = {"train": {"batch_size": 32, "local_steps": None, "local_epochs": 5}}
     assert fedavg_weighted_steps(tmp_path, cfg) == 4.25
     assert np.isnan(fedavg_weighted_steps(tmp_path / "absent", cfg))
+
+
+def test_a_subset_gets_only_the_slices_it_has_the_levels_for():
+    # the sampler check: slice A at beta 5 and 0.1 only. No slice B row (its 10-client runs are all at 5
+    # epochs: a "slice B" fit would be the 10-client cell under another name), no 5 -> 0.5 contrast.
+    runs = _runs(effect=0.5)
+    sub = runs[(runs.local_epochs == 5) & (runs.beta != 0.5)]
+    tables = analyze(sub)
+    assert set(tables["primary"]["b"]) == {0.1} and len(tables["primary"]) == 2
+    assert set(tables["secondary"]["slice"].str[0]) == {"A"}
+    assert set(tables["cells"]["num_clients"]) == {10, 30, 50} and set(tables["cells"]["local_epochs"]) == {5}
+    # the 10-client cell alone: no pooled fit at all, only its cell test
+    one = analyze(sub[sub.num_clients == 10])
+    assert one["primary"].empty and one["secondary"].empty and len(one["cells"]) == 6  # 6 endpoints, 1 contrast
+
+
+def test_metrics_from_replaces_the_endpoints_and_keeps_only_rescored_runs():
+    runs = _runs(effect=0.0)
+    scores = runs[["run"]].iloc[:10].assign(final_fid_domain=1.0, final_recall=0.5)
+    out = with_metrics_from(runs, scores)
+    assert list(out.columns) == list(runs.columns) and len(out) == 10
+    assert (out.final_fid_domain == 1.0).all() and (out.final_recall == 0.5).all()
+    assert (out.final_heldout_loss == runs.final_heldout_loss.iloc[:10].to_numpy()).all()  # not re-scored: kept
+    with pytest.raises(ValueError, match="'run' column"):
+        with_metrics_from(runs, scores.drop(columns="run"))
