@@ -114,18 +114,16 @@ def _sentence(c: Comparison, level: float = LEVEL) -> str:
     else:
         eff = f"{c.b} - {c.a} = {c.estimate:+.3g}{unit} [{c.low:+.3g}, {c.high:+.3g}]" if math.isfinite(c.low) else ""
         null = "0"
-    means = (
-        f"RMST {_num(c.value_a)} vs {_num(c.value_b)} virtual s up to the {_num(c.budget)} s budget"
-        if timed
-        else f"{_num(c.value_a)} vs {_num(c.value_b)}"
-    )
+    # each value next to its arm: the subject of a sentence is not always arm a
+    pair = f"{c.a} {_num(c.value_a)} vs {c.b} {_num(c.value_b)}"
+    means = f"RMST {pair} virtual s up to the {_num(c.budget)} s budget" if timed else pair
     if c.n_pairs < 2 or not eff:
         s = f"{c.a} vs {c.b} on {what} ({c.measure}): {means}, from {c.n_pairs} paired seed(s), no interval."
     elif c.significant:
         b_higher = c.estimate > (1.0 if c.measure == "ratio" else 0.0)
         tail = f"{means}; {eff} ({pct}% CI, {c.test}, {_p(c.p_value)}, {c.n_pairs} paired seeds)."
         if info.better == "none":
-            s = f"{c.b}'s {what} is {'higher' if b_higher else 'lower'} than {c.a}'s: {tail}"
+            s = f"{c.b} is {'higher' if b_higher else 'lower'} than {c.a} on {what}: {tail}"
         else:
             winner = c.a if b_higher == (info.better == "lower") else c.b
             word = "shorter" if timed else info.better

@@ -566,6 +566,8 @@ def test_comparisons_in_words(seed_sweep):
     fast = items[("base", "ttt_heldout_loss", "ratio")]
     assert (fast.a, fast.b) == ("fedbuff", "fedavg") and fast.significant and fast.estimate == pytest.approx(2.0)
     assert fast.sentence.startswith("fedbuff has the shorter time to held-out denoising loss target (<= 0.24)")
+    # each RMST beside its own arm (the sentence's subject is not always arm a)
+    assert f"RMST fedbuff {fast.value_a:.3g} vs fedavg {fast.value_b:.3g} virtual s" in fast.sentence
     rmst_diff = items[("clients.dropout=0.3", "ttt_heldout_loss", "difference")]
     assert rmst_diff.estimate == pytest.approx(26 / 3 - 3) and rmst_diff.test == "paired t"
     assert "fedavg in 2 of 3 seeds" in rmst_diff.sentence and "lower bound" not in rmst_diff.sentence

@@ -70,7 +70,14 @@ def _conditional_study(runs_csv: Path) -> dict[str, pd.DataFrame]:
     return {"-paired": pd.concat(parts, ignore_index=True)[list(published.columns)]}
 
 
-RECOMPUTE = {"paper-grid-confirm": _paper_grid_confirm, "conditional-study": _conditional_study}
+RECOMPUTE = {
+    "paper-grid-confirm": _paper_grid_confirm,
+    # docs/paper-grid.md, "Sampler sensitivity": the same 30 models scored by the run (DDIM-100) and again
+    # with DDPM-1000 (analysis.reevaluate); both go through the plan's analysis unchanged
+    "paper-grid-sampler-ddim": _paper_grid_confirm,
+    "paper-grid-sampler-ddpm": _paper_grid_confirm,
+    "conditional-study": _conditional_study,
+}
 
 
 def _recompute(runs_csv: Path) -> dict[str, pd.DataFrame]:
