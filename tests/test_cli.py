@@ -71,6 +71,7 @@ def test_missing_scenario_file(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # 15-60 s: keeps the default run under 7 minutes; CI runs it
 def test_gpus_the_cluster_lacks(tmp_path):
     """This machine has no GPU: a local Ray started by the CLI has none, and the run refuses clearly."""
     sc = _scenario(tmp_path, {"clients": {"num_gpus": 0.5}, "run": {"num_cpus": 1}})
@@ -80,6 +81,7 @@ def test_gpus_the_cluster_lacks(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # 15-60 s: keeps the default run under 7 minutes; CI runs it
 def test_ctrl_c_leaves_a_consistent_folder(tmp_path):
     cfg = json.loads(json.dumps(TINY))
     cfg["clients"]["num_gpus"] = 0

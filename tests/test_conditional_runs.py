@@ -57,6 +57,7 @@ def test_every_strategy_trains_a_conditional_model(ray_session, tiny_cfg, tmp_pa
     assert unet.config.num_class_embeds == 11  # 10 digits + "no label"
 
 
+@pytest.mark.slow  # 15-60 s: keeps the default run under 7 minutes; CI runs it
 def test_conditional_run_folder_and_readme_lines(ray_session, tiny_cfg, tmp_path):
     """A conditional run with its privacy audit: summary fields, per-class files, one MIA row per class; the
     README's lines run on its model/."""

@@ -304,6 +304,7 @@ def _events(out) -> pd.DataFrame:
     return pd.read_parquet(out / "events.parquet")
 
 
+@pytest.mark.slow  # 15-60 s: keeps the default run under 7 minutes; CI runs it
 def test_grouped_run_is_the_same_with_one_and_two_actors(ray_session, tiny_cfg, tmp_path, monkeypatch):
     from raydiff.ray_exec.executor import RayExecutor
 
@@ -324,6 +325,7 @@ def test_grouped_run_is_the_same_with_one_and_two_actors(ray_session, tiny_cfg, 
     assert s1["final_version"] == 6
 
 
+@pytest.mark.slow  # 15-60 s: keeps the default run under 7 minutes; CI runs it
 def test_group_above_concurrency_with_topk_partial_and_fedprox(ray_session, tiny_cfg, tmp_path, monkeypatch):
     """G = 16 with 4 jobs in flight completes (no group waits to fill); top-k residuals, private weights and
     FedProx go through groups; the schedule is the one of group_size 1."""
@@ -349,6 +351,7 @@ def test_group_above_concurrency_with_topk_partial_and_fedprox(ray_session, tiny
     np.testing.assert_allclose(e16.train_loss, e1.train_loss, rtol=2e-3)  # rounding only, not other training
 
 
+@pytest.mark.slow  # 15-60 s: keeps the default run under 7 minutes; CI runs it
 def test_a_killed_actor_fails_every_job_of_its_group(ray_session, tiny_cfg, tmp_path, monkeypatch):
     """Kill a client actor mid-run with group_size 2: a group lost with its actor fails each of its jobs
     (actor_lost), no group is half applied, a fresh actor takes the slot and the run completes."""

@@ -41,6 +41,7 @@ def _chromium(browser, tmp_path, *args):
     )
 
 
+@pytest.mark.slow  # 15-60 s: keeps the default run under 7 minutes; CI runs it
 def test_report_renders_every_plot(ray_session, tiny_cfg, tmp_path, browser):
     """Two strategies x two seeds: the CI bands, the forest plot, the KM curves and the Comparisons render too."""
     from PIL import Image

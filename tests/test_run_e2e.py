@@ -78,7 +78,7 @@ def test_tiny_run_writes_complete_folder(ray_session, tiny_cfg, tmp_path):
     assert cfg.clients.num_gpus == 0.25 and cfg.strategy.buffer_size == 2
 
 
-@pytest.mark.parametrize("strategy", ["fedbuff", "fedasync"])
+@pytest.mark.parametrize("strategy", ["fedbuff", pytest.param("fedasync", marks=pytest.mark.slow)])
 def test_same_seed_same_run_whatever_the_actor_count(ray_session, tiny_cfg, tmp_path, strategy):
     tiny_cfg["strategy"]["name"] = strategy
     runs = []
@@ -126,6 +126,7 @@ def test_fedavg_rounds(ray_session, tiny_cfg, tmp_path):
     assert r2.dispatch_vtime.iloc[0] == pytest.approx(r1.finish_vtime.max())  # next round waits for the slowest
 
 
+@pytest.mark.slow  # 15-60 s: keeps the default run under 7 minutes; CI runs it
 def test_fedavg_over_selection_on_ray(ray_session, tiny_cfg, tmp_path):
     """Stragglers beyond the first m reports are discarded on real actors too (their tickets released)."""
     tiny_cfg["strategy"] = {"name": "fedavg", "clients_per_round": 2, "over_selection": 0.5}
@@ -140,6 +141,7 @@ def test_fedavg_over_selection_on_ray(ray_session, tiny_cfg, tmp_path):
     assert (late.failure_reason == "over_selected").all() and len(late) == 3
 
 
+@pytest.mark.slow  # 15-60 s: keeps the default run under 7 minutes; CI runs it
 def test_killed_actor_fails_its_jobs_and_the_run_goes_on(ray_session, tiny_cfg, tmp_path):
     """Fault injection: kill a client actor mid-run. Its jobs fail at their virtual times, a fresh
     actor takes its slot, the run completes, and no job is applied twice."""

@@ -7,6 +7,7 @@ import pytest
 import raydiff
 
 
+@pytest.mark.slow  # 15-60 s: keeps the default run under 7 minutes; CI runs it
 def test_server_only_ever_receives_model_sized_updates(ray_session, tiny_cfg, tmp_path):
     for comp in ({"name": "none"}, {"name": "int8"}):
         tiny_cfg["strategy"].update(name="fedasync", compression=comp)

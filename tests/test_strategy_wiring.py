@@ -79,6 +79,7 @@ def test_max_staleness_rejects_in_a_dry_run(tmp_path):
     assert (ev[ev.status == "applied"].staleness == 0).all()
 
 
+@pytest.mark.slow  # 15-60 s: keeps the default run under 7 minutes; CI runs it
 def test_everything_on_ray(ray_session, tiny_cfg, tmp_path):
     """FedAdam + DP + top-k with error feedback + EMA export + FedProx + a norm bound, on real actors."""
     tiny_cfg["strategy"].update(

@@ -143,6 +143,7 @@ def _run_user(tmp_path, tiny_cfg, actors: int):
     return raydiff.run(cfg, out=tmp_path / f"a{actors}", progress=False, strategy=BufferedMean(k=2))
 
 
+@pytest.mark.slow  # 15-60 s: keeps the default run under 7 minutes; CI runs it
 def test_user_strategy_with_dp_and_ema_is_deterministic_across_actor_counts(ray_session, tiny_cfg, tmp_path):
     one, two = _run_user(tmp_path, tiny_cfg, 1), _run_user(tmp_path, tiny_cfg, 2)
     assert one.summary["actors"] == 1 and two.summary["actors"] == 2
