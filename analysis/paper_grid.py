@@ -186,6 +186,11 @@ def _fit_row(slice_: str, factor: str, d: pd.DataFrame, metric: str, a: float, b
     }
 
 
+def _levels(values: pd.Series) -> str:
+    """The factor levels a slice was fitted on, as its label says them: ``{10,30,50}``."""
+    return "{" + ",".join(str(int(v)) for v in sorted(set(values))) + "}"
+
+
 def analyze(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Every table the plan names, from the per-run frame alone."""
     slice_a = runs[runs["local_epochs"] == 5]
@@ -197,11 +202,13 @@ def analyze(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
             # a slice is the plan's only with its factor's levels (a subset such as the sampler check's
             # slice A has no slice B: its 10-client runs are all at 5 epochs)
             if da["num_clients"].nunique() > 1 and len(da) > da["num_clients"].nunique():
-                row = _fit_row("A: clients {10,30,50} at 5 epochs", "num_clients", da, metric, a, b)
+                row = _fit_row(f"A: clients {_levels(da['num_clients'])} at 5 epochs", "num_clients", da, metric, a, b)
                 (primary if metric in PRIMARY_METRICS else secondary).append(row)
             db = _differences(slice_b, metric, a, b)
             if db["local_epochs"].nunique() > 1 and len(db) > db["local_epochs"].nunique():
-                secondary.append(_fit_row("B: epochs {1,5,10} at 10 clients", "local_epochs", db, metric, a, b))
+                secondary.append(
+                    _fit_row(f"B: epochs {_levels(db['local_epochs'])} at 10 clients", "local_epochs", db, metric, a, b)
+                )
             for (clients, epochs), g in _differences(runs, metric, a, b).groupby(["num_clients", "local_epochs"]):
                 if len(g) < 2:
                     continue

@@ -113,6 +113,9 @@ def test_a_subset_gets_only_the_slices_it_has_the_levels_for():
     tables = analyze(sub)
     assert set(tables["primary"]["b"]) == {0.1} and len(tables["primary"]) == 2
     assert set(tables["secondary"]["slice"].str[0]) == {"A"}
+    assert set(tables["primary"]["slice"]) == {"A: clients {10,30,50} at 5 epochs"}
+    two = analyze(sub[sub.num_clients != 30])  # the label names the levels the fit had, not the plan's
+    assert set(two["primary"]["slice"]) == {"A: clients {10,50} at 5 epochs"} and (two["primary"]["df"] == 8).all()
     assert set(tables["cells"]["num_clients"]) == {10, 30, 50} and set(tables["cells"]["local_epochs"]) == {5}
     # the 10-client cell alone: no pooled fit at all, only its cell test
     one = analyze(sub[sub.num_clients == 10])
