@@ -70,13 +70,15 @@ def run_folders(root: Path, pattern: str = "*") -> list[Path]:
     return sorted(keep)
 
 
-def _global_vector(folder: Path, summary: dict[str, Any]) -> np.ndarray:
-    """The global model the run's final evaluation scored (model/ holds it unless an EMA was exported)."""
+def _vectors(folder: Path, summary: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(the global model the run's final evaluation scored, the exported model its final samples came from).
+    They are one model unless the run exported an EMA; then the global one must have been kept."""
     from diffusers import UNet2DModel
 
     from raydiff.model import FlatModel, model_sha256
     from raydiff.runner import GLOBAL_VECTOR
 
+    exported = FlatModel(UNet2DModel.from_pretrained(str(folder / "model" / "unet"))).vector()
     gpath = folder / "model" / GLOBAL_VECTOR
     if gpath.is_file():
         vector = np.load(gpath, allow_pickle=False)
@@ -86,11 +88,11 @@ def _global_vector(folder: Path, summary: dict[str, Any]) -> np.ndarray:
             "compare different models"
         )
     else:
-        vector = FlatModel(UNet2DModel.from_pretrained(str(folder / "model" / "unet"))).vector()
+        vector = exported
     want = summary.get("model_sha256")
     if want and model_sha256(vector) != want:
         raise ReevaluateError(f"{folder.name}: the stored model's hash differs from summary.json's model_sha256")
-    return vector
+    return vector, exported
 
 
 def rescore(folder: Path, overrides: Sequence[str], threads: float = 1.0) -> dict[str, Any]:
@@ -104,7 +106,7 @@ def rescore(folder: Path, overrides: Sequence[str], threads: float = 1.0) -> dic
     cfg = load_config(folder / "config.yaml", check_overrides(overrides))
     t0 = time.perf_counter()
     train, held, _, _ = federated_split(cfg)
-    vector = _global_vector(folder, summary)
+    vector, exported = _vectors(folder, summary)
     ev = Evaluator(
         cfg, held.images, threads, heldout_labels=held.labels, train_images=train.images, train_labels=train.labels
     )
@@ -116,8 +118,8 @@ def rescore(folder: Path, overrides: Sequence[str], threads: float = 1.0) -> dic
     if cfg.eval.judge and cfg.data.dataset == "digits":
         from raydiff.digit_judge import judge_digits
 
-        # the run judged its final samples: the exported model (here the global one), num_samples, the run seed
-        out.update(judge_digits(ev.sample(vector, cfg.eval.num_samples, cfg.seed)))
+        # the run judged its final samples: the exported model's num_samples, drawn with the run seed
+        out.update(judge_digits(ev.sample(exported, cfg.eval.num_samples, cfg.seed)))
     out.update({f"eval_{k}": getattr(cfg.eval, k) for k in SETTINGS})
     out["eval_sample_steps_used"] = ev.steps
     out["seconds"] = round(time.perf_counter() - t0, 2)

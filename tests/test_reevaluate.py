@@ -95,3 +95,16 @@ def test_a_model_that_is_not_the_one_summarized_is_refused(finished, tmp_path):
     (copy_ / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(reevaluate.ReevaluateError, match="hash differs"):
         reevaluate.reevaluate(copy_.parent, [], progress=False)
+
+
+def test_an_exported_ema_without_the_global_model_is_refused(finished, tmp_path):
+    # the run's final metrics score the global model; model/ then holds the EMA, which is another model
+    import shutil
+
+    copy_ = tmp_path / "ema" / "tiny-s3"
+    shutil.copytree(finished / "tiny-s3", copy_)
+    summary = json.loads((copy_ / "summary.json").read_text())
+    summary["exported_model"] = "ema"
+    (copy_ / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(reevaluate.ReevaluateError, match="holds the EMA"):
+        reevaluate.reevaluate(copy_.parent, [], progress=False)
